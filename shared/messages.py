@@ -1,0 +1,104 @@
+"""Messages on the bus: one pydantic model per kind, defined once, versioned.
+
+Subjects are ``voxguard.<kind>.v1.<tier>``. Every message carries ``schema_version``, a
+unique ``id`` (also the JetStream ``Nats-Msg-Id`` so a re-publish is deduplicated) and ``ts``.
+Consumers must accept unknown extra fields (forward compatibility) but refuse a major
+``schema_version`` they do not know.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from voxguard.shared.config import Tier
+
+SCHEMA_VERSION = 1
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    """Common envelope of every bus message."""
+
+    model_config = ConfigDict(extra="ignore")
+    kind: ClassVar[str] = "message"
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(default_factory=new_id, min_length=1, max_length=64)
+    ts: datetime = Field(default_factory=utcnow)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not supported (this build speaks {SCHEMA_VERSION})")
+        return value
+
+    def subject(self) -> str:
+        """The subject this message is published on."""
+        tier = getattr(self, "tier", None)
+        tier_s = tier.value if isinstance(tier, Tier) else str(tier or "all")
+        return subject_for(self.kind, tier_s)
+
+
+def subject_for(kind: str, tier: str | Tier = "*") -> str:
+    """``voxguard.<kind>.v1.<tier>``; ``tier="*"`` gives a wildcard for subscriptions."""
+    tier_s = tier.value if isinstance(tier, Tier) else tier
+    return f"voxguard.{kind}.v1.{tier_s}"
+
+
+class SourceCount(BaseModel):
+    """A source address or prefix and its (sampling-scaled) packet and byte counts."""
+
+    source: str
+    packets: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+
+class TrafficTick(Message):
+    """What the collector saw for one target during one tick (counts scaled by sampling)."""
+
+    kind: ClassVar[str] = "traffic"
+
+    tier: Tier
+    target_id: str = Field(min_length=1, max_length=80)
+    target: str  # human name, e.g. "sbc-eu-1 udp/5060"
+    component: str
+    host: str | None = None  # per-host target: the host address
+    protocol: str
+    ports: str | None = None
+    role: str
+    region: str | None = None
+    tick_start: datetime
+    tick_seconds: float = Field(gt=0)
+    exporters: list[str] = Field(default_factory=list)
+
+    bytes: int = Field(ge=0)
+    packets: int = Field(ge=0)
+    flows: int = Field(ge=0)
+    new_connections: int = Field(default=0, ge=0)  # TCP SYN without ACK
+    icmp_packets: int = Field(default=0, ge=0)
+    long_lived_flows: int = Field(default=0, ge=0)  # flows lasting > 60 s (WebSocket, RTP)
+    distinct_sources: int = Field(default=0, ge=0)  # HyperLogLog estimate
+    bytes_per_packet: float = Field(default=0.0, ge=0)
+    size_histogram: list[int] = Field(default_factory=list)  # packets per bytes/packet bucket
+    top_sources: list[SourceCount] = Field(default_factory=list)
+    top_prefixes: list[SourceCount] = Field(default_factory=list)  # /24 (IPv4) or /64 (IPv6)
+    sip_methods: dict[str, int] = Field(default_factory=dict)  # sampled SIP, scaled
+    sip_scanner_packets: int = Field(default=0, ge=0)
+    sip_malformed_packets: int = Field(default=0, ge=0)
+    sip_sampled_packets: int = Field(default=0, ge=0)  # raw sampled SIP headers behind the mix
+    flow_records: int = Field(default=0, ge=0)  # raw records behind the tick
+    sampled: bool = False
+
+    SIZE_BUCKETS: ClassVar[tuple[int, ...]] = (100, 200, 400, 800, 1200)  # upper bounds; last = more

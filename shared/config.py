@@ -106,6 +106,9 @@ class PortRange(_Strict):
                 lo = hi = int(text)
         except ValueError:
             raise ValueError(f"{value!r} is not a port or a port range like 10000-20000") from None
+        for port in (lo, hi):
+            if not 0 <= port <= 65535:
+                raise ValueError(f"port {port} is outside 0-65535")
         return cls(low=lo, high=hi)
 
     def __str__(self) -> str:

@@ -180,9 +180,7 @@ class BaselineSettings(_Strict):
 
     window_days: int = Field(default=7, ge=1, le=90)
     learning_days: float = Field(default=7.0, ge=0, le=90)
-    granularity: Literal["per_port", "per_ip", "per_ip_per_range", "per_endpoint", "per_session"] = (
-        "per_port"
-    )
+    granularity: Literal["per_port", "per_ip", "per_ip_per_range", "per_endpoint", "per_session"] = "per_port"
     short_term_minutes: int = Field(default=60, ge=1, le=1440)
 
 
@@ -332,8 +330,14 @@ class VoxGuardConfig(_Strict):
         for tier, tc in self.tiers.items():
             for comp in tc.components:
                 for mon in tc.monitors:
-                    yield TargetDef(tier=tier, component=comp.name, prefixes=tuple(comp.addresses),
-                                    monitor=mon, region=comp.region, tags=tuple(comp.tags))
+                    yield TargetDef(
+                        tier=tier,
+                        component=comp.name,
+                        prefixes=tuple(comp.addresses),
+                        monitor=mon,
+                        region=comp.region,
+                        tags=tuple(comp.tags),
+                    )
 
 
 class TargetDef(BaseModel):

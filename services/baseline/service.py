@@ -12,4 +12,8 @@ from voxguard.shared.runtime import ServiceContext
 
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The baseline service's routes, readiness and lifespan."""
-    return ServiceSpec(name="baseline", readiness={"nats": ctx.bus.ready}, description="Time series, seasonal baselines, detectors and incidents.")
+    return ServiceSpec(
+        name="baseline",
+        readiness={"nats": ctx.bus.ready},
+        description="Time series, seasonal baselines, detectors and incidents.",
+    )

@@ -1,13 +1,16 @@
 """Per-target, per-tick aggregation of classified flows, with array operations only.
 
-Counts are scaled by each flow's sampling interval. Within a tick, every batch adds to
-dense per-target accumulators (``np.add.at``/``bincount``); source and /24 top lists are
-kept as partial (target, source) sums and reduced once at the end of the tick.
+Counts are scaled by each flow's sampling interval. Each batch adds to dense per-target
+accumulators with ``bincount`` and appends its (target, source, packets, bytes) columns to
+a list; once per tick those columns are reduced to the top sources, the top /24s (/64s) and
+the distinct-source count. Reducing once per tick instead of per batch keeps the per-record
+cost of the hot path to a few vector operations. Should one tick hold more than
+``PARTIAL_LIMIT`` rows (a spoofed flood), an intermediate reduction keeps memory bounded and
+the distinct count falls back to a HyperLogLog over the reduced pairs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -24,41 +27,27 @@ TOP_N = 10
 LONG_LIVED_MS = 60_000
 SYN, ACK = 0x02, 0x10
 _V4_24 = np.uint64(0xFFFF_FFFF_FFFF_FF00)
-# partial top-list rows kept per tick before an intermediate reduction
-_PARTIAL_LIMIT = 2_000_000
-_KEEP_PER_TARGET = 256
+_V4_TAG = np.uint64(0xFFFF)
+PARTIAL_LIMIT = 4_000_000
+KEEP_PER_TARGET = 1024
 
-# column order of the dense accumulator
-(C_BYTES, C_PACKETS, C_FLOWS, C_NEWCONN, C_ICMP, C_LONG, C_RECORDS, C_SIP_SCAN, C_SIP_BAD, C_SIP_RAW, C_SAMPLED) = range(
-    11
-)
+# columns of the dense accumulator
+(
+    C_BYTES,
+    C_PACKETS,
+    C_FLOWS,
+    C_NEWCONN,
+    C_ICMP,
+    C_LONG,
+    C_RECORDS,
+    C_SIP_SCAN,
+    C_SIP_BAD,
+    C_SIP_RAW,
+    C_SAMPLED,
+) = range(11)
 N_COLS = 11
 
-
-@dataclass(slots=True)
-class _Partials:
-    """(key, target, key_hi, key_lo, packets, bytes) rows for one top list, reduced lazily."""
-
-    parts: list[np.ndarray] = field(default_factory=list)
-    rows: int = 0
-
-    def add(self, arr: np.ndarray) -> None:
-        self.parts.append(arr)
-        self.rows += len(arr)
-
-    def reduce(self, keep: int) -> np.ndarray:
-        if not self.parts:
-            return np.empty(0, dtype=_TOP_DTYPE)
-        arr = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
-        out = _top_per_target(_sum_by_key(arr), keep)
-        self.parts = [out]
-        self.rows = len(out)
-        return out
-
-
-_TOP_DTYPE = np.dtype(
-    [("k", "<u8"), ("t", "<i8"), ("h", "<u8"), ("l", "<u8"), ("p", "<f8"), ("b", "<f8")]
-)
+_PAIR_DTYPE = np.dtype([("t", "<i8"), ("h", "<u8"), ("l", "<u8"), ("p", "<f8"), ("b", "<f8")])
 
 
 def _pair_key(targets: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -67,23 +56,33 @@ def _pair_key(targets: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray
         return hash_addresses(hi, lo) ^ (targets.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
 
 
-def _sum_by_key(arr: np.ndarray) -> np.ndarray:
-    uniq, first, inv = np.unique(arr["k"], return_index=True, return_inverse=True)
-    out = arr[first]
-    out["p"] = np.bincount(inv, weights=arr["p"], minlength=len(uniq))
-    out["b"] = np.bincount(inv, weights=arr["b"], minlength=len(uniq))
+def _sum_pairs(t: np.ndarray, h: np.ndarray, lo: np.ndarray, p: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum packets and bytes per (target, address)."""
+    uniq, first, inv = np.unique(_pair_key(t, h, lo), return_index=True, return_inverse=True)
+    out = np.empty(len(uniq), dtype=_PAIR_DTYPE)
+    out["t"], out["h"], out["l"] = t[first], h[first], lo[first]
+    inv = inv.reshape(-1)
+    out["p"] = np.bincount(inv, weights=p, minlength=len(uniq))
+    out["b"] = np.bincount(inv, weights=b, minlength=len(uniq))
     return out
 
 
 def _top_per_target(arr: np.ndarray, keep: int) -> np.ndarray:
-    """The ``keep`` rows with most packets for each target."""
+    """The ``keep`` rows with most packets for each target, grouped by target."""
     if len(arr) == 0:
         return arr
-    order = np.lexsort((-arr["p"].astype(np.int64), arr["t"]))
-    arr = arr[order]
+    arr = arr[np.lexsort((-arr["p"], arr["t"]))]
     starts = np.flatnonzero(np.r_[True, arr["t"][1:] != arr["t"][:-1]])
     rank = np.arange(len(arr)) - np.repeat(starts, np.diff(np.r_[starts, len(arr)]))
     return arr[rank < keep]
+
+
+def _prefixes(pairs: np.ndarray) -> np.ndarray:
+    """Source pairs -> /24 (IPv4) or /64 (IPv6) pairs, summed."""
+    h, lo = pairs["h"], pairs["l"]
+    v4 = (h == 0) & ((lo >> np.uint64(32)) == _V4_TAG)
+    plo = np.where(v4, lo & _V4_24, np.uint64(0))
+    return _sum_pairs(pairs["t"], h, plo, pairs["p"], pairs["b"])
 
 
 class TickAggregator:
@@ -91,106 +90,130 @@ class TickAggregator:
 
     def __init__(self, tick_seconds: float = 1.0):
         self.tick_seconds = tick_seconds
-        self._acc = np.zeros((1024, N_COLS), dtype=np.float64)
-        self._size = np.zeros((1024, N_SIZE), dtype=np.float64)
-        self._sip = np.zeros((1024, N_SIP), dtype=np.float64)
-        self._active: set[int] = set()
+        self._acc = np.zeros((N_COLS, 1024), dtype=np.float64)
+        self._size = np.zeros((N_SIZE, 1024), dtype=np.float64)
+        self._sip = np.zeros((N_SIP, 1024), dtype=np.float64)
+        self._active = np.zeros(1024, dtype=bool)
         self._exporters: dict[int, set[int]] = {}
-        self._src = _Partials()
-        self._pfx = _Partials()
+        self._cols: list[tuple[np.ndarray, ...]] = []
+        self._rows = 0
+        self._reduced: np.ndarray | None = None  # set after an intermediate reduction
         self._hll = HllBank()
 
     def _ensure(self, n_targets: int) -> None:
-        if n_targets <= len(self._acc):
+        size = self._acc.shape[1]
+        if n_targets <= size:
             return
-        size = max(n_targets, len(self._acc) * 2)
+        new_size = max(n_targets, size * 2)
         for name in ("_acc", "_size", "_sip"):
             old = getattr(self, name)
-            new = np.zeros((size, old.shape[1]), dtype=old.dtype)
-            new[: len(old)] = old
+            new = np.zeros((old.shape[0], new_size), dtype=old.dtype)
+            new[:, :size] = old
             setattr(self, name, new)
+        active = np.zeros(new_size, dtype=bool)
+        active[:size] = self._active
+        self._active = active
 
     def add(self, flows: np.ndarray, rows: np.ndarray, targets: np.ndarray, exporter_ix: np.ndarray) -> None:
         """Add the contributions ``flows[rows]`` -> ``targets`` (``exporter_ix`` per flow row)."""
         if len(rows) == 0:
             return
-        self._ensure(int(targets.max()) + 1)
-        f = flows[rows]
-        scale = f["sampling"].astype(np.float64)
-        scale[scale < 1] = 1.0
-        pk = f["packets"].astype(np.float64)
-        by = f["bytes"].astype(np.float64)
-        flags = f["tcp_flags"]
-        proto = f["proto"]
-        syn = ((flags & SYN) != 0) & (((flags & ACK) == 0) | (pk > 1)) & (proto == 6)
+        n_t = int(targets.max()) + 1
+        self._ensure(n_t)
+        size = self._acc.shape[1]
+        scale = flows["sampling"][rows].astype(np.float64)
+        np.maximum(scale, 1.0, out=scale)
+        pk = flows["packets"][rows] * scale
+        by = flows["bytes"][rows] * scale
+        flags = flows["tcp_flags"][rows]
+        proto = flows["proto"][rows]
+
+        def add(col: int, weights: np.ndarray | None) -> None:
+            self._acc[col] += np.bincount(targets, weights=weights, minlength=size)
+
+        add(C_BYTES, by)
+        add(C_PACKETS, pk)
+        add(C_FLOWS, scale)
+        add(C_RECORDS, None)
+        start, end = flows["start_ms"][rows], flows["end_ms"][rows]
+        add(C_LONG, ((end > start) & ((end - start) >= LONG_LIVED_MS)) * scale)
+        tcp = proto == 6
+        if tcp.any():
+            syn = tcp & ((flags & SYN) != 0) & (((flags & ACK) == 0) | (flows["packets"][rows] > 1))
+            add(C_NEWCONN, syn * scale)
         icmp = (proto == 1) | (proto == 58)
-        long_lived = (f["end_ms"] > f["start_ms"]) & ((f["end_ms"] - f["start_ms"]) >= LONG_LIVED_MS)
-        sip_m = f["sip_method"]
-        sip_fl = f["sip_flags"]
-        cols = np.zeros((len(f), N_COLS), dtype=np.float64)
-        cols[:, C_BYTES] = by * scale
-        cols[:, C_PACKETS] = pk * scale
-        cols[:, C_FLOWS] = scale
-        cols[:, C_NEWCONN] = syn * scale
-        cols[:, C_ICMP] = icmp * pk * scale
-        cols[:, C_LONG] = long_lived * scale
-        cols[:, C_RECORDS] = 1.0
-        cols[:, C_SIP_SCAN] = ((sip_fl & SipFlag.SCANNER_UA) != 0) * scale
-        cols[:, C_SIP_BAD] = ((sip_fl & SipFlag.MALFORMED) != 0) * scale
-        cols[:, C_SIP_RAW] = (sip_m != 0) | ((sip_fl & SipFlag.MALFORMED) != 0)
-        cols[:, C_SAMPLED] = scale > 1
-        n_t = len(self._acc)
-        for col in range(N_COLS):
-            self._acc[:, col] += np.bincount(targets, weights=cols[:, col], minlength=n_t)
+        if icmp.any():
+            add(C_ICMP, icmp * pk)
+        if (scale > 1).any():
+            add(C_SAMPLED, (scale > 1).astype(np.float64))
+        sip_m = flows["sip_method"][rows]
+        sip_fl = flows["sip_flags"][rows]
+        if sip_m.any() or sip_fl.any():
+            add(C_SIP_SCAN, ((sip_fl & SipFlag.SCANNER_UA) != 0) * scale)
+            add(C_SIP_BAD, ((sip_fl & SipFlag.MALFORMED) != 0) * scale)
+            add(C_SIP_RAW, ((sip_m != 0) | ((sip_fl & SipFlag.MALFORMED) != 0)).astype(np.float64))
+            has = sip_m != 0
+            np.add.at(self._sip, (sip_m[has].astype(np.intp), targets[has]), scale[has])
         bpp = np.divide(by, pk, out=np.zeros_like(by), where=pk > 0)
         bucket = np.searchsorted(SIZE_BUCKETS, bpp, side="left")
-        np.add.at(self._size, (targets, bucket), pk * scale)
-        has_sip = sip_m != 0
-        if has_sip.any():
-            np.add.at(self._sip, (targets[has_sip], sip_m[has_sip].astype(np.intp)), scale[has_sip])
-        uniq_t = np.unique(targets).tolist()
-        self._active.update(uniq_t)
-        n_exp = np.int64(1 << 16)
-        pairs = np.unique(targets * n_exp + exporter_ix[rows].astype(np.int64))
-        for key in pairs.tolist():
-            self._exporters.setdefault(key >> 16, set()).add(key & 0xFFFF)
-        src_hi, src_lo = f["src_hi"], f["src_lo"]
-        part = np.empty(len(f), dtype=_TOP_DTYPE)
-        part["k"] = _pair_key(targets, src_hi, src_lo)
-        part["t"], part["h"], part["l"] = targets, src_hi, src_lo
-        part["p"], part["b"] = cols[:, C_PACKETS], cols[:, C_BYTES]
-        self._src.add(part)
-        v4 = (src_hi == 0) & ((src_lo >> np.uint64(32)) == np.uint64(0xFFFF))
-        pfx = part.copy()
-        pfx["l"] = np.where(v4, src_lo & _V4_24, 0)
-        pfx["k"] = _pair_key(targets, src_hi, pfx["l"])
-        self._pfx.add(pfx)
-        self._hll.add(targets, src_hi, src_lo)
-        for partials in (self._src, self._pfx):
-            if partials.rows > _PARTIAL_LIMIT:
-                partials.reduce(_KEEP_PER_TARGET)
+        self._size += np.bincount(bucket * size + targets, weights=pk, minlength=N_SIZE * size).reshape(N_SIZE, size)
+        self._active[:n_t] |= np.bincount(targets, minlength=n_t) > 0
+        exp = exporter_ix[rows]
+        first_exp = int(exp[0])
+        if (exp == first_exp).all():
+            for t in np.flatnonzero(np.bincount(targets, minlength=n_t)).tolist():
+                self._exporters.setdefault(t, set()).add(first_exp)
+        else:
+            for key in np.unique(targets * (1 << 16) + exp).tolist():
+                self._exporters.setdefault(key >> 16, set()).add(key & 0xFFFF)
+        self._cols.append((targets, flows["src_hi"][rows], flows["src_lo"][rows], pk, by))
+        self._rows += len(rows)
+        if self._rows > PARTIAL_LIMIT:
+            self._reduce(KEEP_PER_TARGET, intermediate=True)
+
+    def _reduce(self, keep: int, intermediate: bool = False) -> np.ndarray:
+        """Sum the tick's (target, source) columns; feed distinct counting; keep the top rows."""
+        parts = []
+        if self._cols:
+            cols = [np.concatenate(c) for c in zip(*self._cols, strict=True)]
+            parts.append(_sum_pairs(*cols))
+        if self._reduced is not None:
+            parts.append(self._reduced)
+        pairs = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(parts) > 1:
+            pairs = _sum_pairs(pairs["t"], pairs["h"], pairs["l"], pairs["p"], pairs["b"])
+        if intermediate or self._reduced is not None:
+            self._hll.add(pairs["t"], pairs["h"], pairs["l"])
+        self._cols = []
+        self._rows = 0
+        if intermediate:
+            self._reduced = _top_per_target(pairs, keep)
+            self._rows = len(self._reduced)
+        return pairs
 
     @property
     def active_targets(self) -> int:
         """Targets with traffic in the current tick."""
-        return len(self._active)
+        return int(np.count_nonzero(self._active))
 
-    def flush(
-        self, tick_start: float, targets: list[TargetDef], exporter_names: list[str]
-    ) -> list[TrafficTick]:
+    def flush(self, tick_start: float, targets: list[TargetDef], exporter_names: list[str]) -> list[TrafficTick]:
         """Render the tick's messages (one per active target) and reset for the next tick."""
-        if not self._active:
+        active = np.flatnonzero(self._active)
+        if len(active) == 0:
             return []
-        active = np.array(sorted(self._active), dtype=np.int64)
-        src = self._src.reduce(TOP_N)
-        pfx = self._pfx.reduce(TOP_N)
-        distinct = self._hll.estimates()
-        tops_src = _group_tops(src)
-        tops_pfx = _group_tops(pfx, prefixes=True)
+        used_hll = self._reduced is not None
+        pairs = self._reduce(TOP_N)
+        if used_hll:
+            distinct = self._hll.estimates()
+        else:
+            counts = np.bincount(pairs["t"], minlength=self._acc.shape[1]) if len(pairs) else None
+            distinct = {} if counts is None else {int(t): int(counts[t]) for t in active.tolist()}
+        tops_src = _group_tops(_top_per_target(pairs, TOP_N))
+        tops_pfx = _group_tops(_top_per_target(_prefixes(pairs), TOP_N), prefixes=True)
         ts = datetime.fromtimestamp(tick_start, UTC)
-        acc = self._acc[active]
-        size = self._size[active]
-        sip = self._sip[active]
+        acc = self._acc[:, active].T
+        size = self._size[:, active].T
+        sip = self._sip[:, active].T
         out: list[TrafficTick] = []
         for i, t in enumerate(active.tolist()):
             td = targets[t]
@@ -202,7 +225,9 @@ class TickAggregator:
             )
             out.append(
                 TrafficTick.model_construct(
-                    **_envelope(),
+                    schema_version=SCHEMA_VERSION,
+                    id=new_id(),
+                    ts=utcnow(),
                     tier=td.tier,
                     target_id=td.id,
                     target=td.name,
@@ -234,24 +259,19 @@ class TickAggregator:
                     sampled=bool(a[C_SAMPLED] > 0),
                 )
             )
-        self._acc[active] = 0
-        self._size[active] = 0
-        self._sip[active] = 0
-        self._active.clear()
+        self._acc[:, active] = 0
+        self._size[:, active] = 0
+        self._sip[:, active] = 0
+        self._active[:] = False
         self._exporters.clear()
-        self._src = _Partials()
-        self._pfx = _Partials()
+        self._reduced = None
         self._hll.reset()
         return out
 
 
-def _envelope() -> dict[str, object]:
-    return {"schema_version": SCHEMA_VERSION, "id": new_id(), "ts": utcnow()}
-
-
 def _group_tops(arr: np.ndarray, prefixes: bool = False) -> dict[int, list[SourceCount]]:
     out: dict[int, list[SourceCount]] = {}
-    for _, t, h, lo, p, b in arr.tolist():
+    for t, h, lo, p, b in arr.tolist():
         addr = halves_to_addr(h, lo)
         if prefixes:
             addr = f"{addr}/24" if h == 0 and (lo >> 32) == 0xFFFF else f"{addr}/64"

@@ -21,8 +21,17 @@ def build_router(get_pipeline: Callable[[], Pipeline], get_status: Callable[[], 
     def exporters() -> list[dict[str, Any]]:
         p = get_pipeline()
         out = []
+        cache = p.netflow.templates
         for st in p.registry.all():
-            out.append(st.as_dict(templates=p.netflow.templates_for(st.address)))
+            item = st.as_dict(
+                templates=[
+                    {"observation_domain": d, **view}
+                    for d in sorted(st.domains)
+                    for view in cache.templates_view(st.address, d)
+                ]
+            )
+            item["sampling"] = {str(d): cache.sampling_view(st.address, d) for d in sorted(st.domains)}
+            out.append(item)
         return out
 
     @router.get("/ingest/stats", summary="Collector totals, listeners and kernel drops")
@@ -49,22 +58,27 @@ def build_router(get_pipeline: Callable[[], Pipeline], get_status: Callable[[], 
         }
 
     @router.get("/ingest/targets", summary="Targets the collector classifies to, with their last tick")
-    def targets(
-        tier: str | None = None, limit: int = Query(1000, ge=1, le=100_000)
-    ) -> list[dict[str, Any]]:
+    def targets(tier: str | None = None, limit: int = Query(1000, ge=1, le=100_000)) -> list[dict[str, Any]]:
         p = get_pipeline()
         out = []
         for ix, td in enumerate(p.table.targets):
             if tier and td.tier.value != tier:
                 continue
             last = p.last_ticks.get(ix)
-            out.append({
-                "id": td.id, "name": td.name, "tier": td.tier.value, "component": td.component,
-                "host": td.host, "protocol": td.monitor.protocol.value,
-                "ports": str(td.monitor.ports) if td.monitor.ports else None,
-                "role": td.monitor.effective_role, "region": td.region,
-                "last_tick": last.model_dump(mode="json") if last else None,
-            })
+            out.append(
+                {
+                    "id": td.id,
+                    "name": td.name,
+                    "tier": td.tier.value,
+                    "component": td.component,
+                    "host": td.host,
+                    "protocol": td.monitor.protocol.value,
+                    "ports": str(td.monitor.ports) if td.monitor.ports else None,
+                    "role": td.monitor.effective_role,
+                    "region": td.region,
+                    "last_tick": last.model_dump(mode="json") if last else None,
+                }
+            )
             if len(out) >= limit:
                 break
         return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxguard.ingest.decode.flows import halves_to_addr
+from voxguard.ingest.hll import hash_addresses
 from voxguard.shared.config import TargetDef, VoxGuardConfig
 
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
@@ -40,6 +41,7 @@ class Classified:
     rows: np.ndarray  # index into the flow array
     targets: np.ndarray  # target index into TargetTable.targets
     host_rows_dropped: int = 0  # flows that would have created a host target past the cap
+    matched: int = 0  # distinct flows that matched a component target
 
 
 class TargetTable:
@@ -52,7 +54,7 @@ class TargetTable:
         self.index: dict[str, int] = {}
         exporters = [e.name for e in config.exporters]
         self.exporter_names = exporters
-        comps: list[tuple[str, object]] = []
+        n_comps = 0
         self._tier_of_comp: list[int] = []
         tiers = list(config.tiers)
         self._monitors: list[tuple[int, tuple[int, ...], int, int, bool]] = []  # tier, protos, lo, hi, ports?
@@ -69,33 +71,45 @@ class TargetTable:
         for ti, tier in enumerate(tiers):
             tc = config.tiers[tier]
             for comp in tc.components:
-                ci = len(comps)
-                comps.append((comp.name, comp))
+                ci = n_comps
+                n_comps += 1
                 self._tier_of_comp.append(ti)
-                wide = any(
-                    n.prefixlen < (32 if isinstance(n, ipaddress.IPv4Network) else 128) for n in comp.addresses
-                )
+                wide = any(n.prefixlen < (32 if isinstance(n, ipaddress.IPv4Network) else 128) for n in comp.addresses)
                 self._per_host.append(tc.per_host and wide)
                 for net in comp.addresses:
                     plen = net.prefixlen + (96 if isinstance(net, ipaddress.IPv4Network) else 0)
                     prefixes.append((plen, ci, *_prefix_masks(net)))
                 row = [-1] * len(self._monitors)
                 for mi, mon in zip(mon_ix_by_tier[ti], tc.monitors, strict=True):
-                    td = TargetDef(tier=tier, component=comp.name, prefixes=tuple(comp.addresses),
-                                   monitor=mon, region=comp.region, tags=tuple(comp.tags))
+                    td = TargetDef(
+                        tier=tier,
+                        component=comp.name,
+                        prefixes=tuple(comp.addresses),
+                        monitor=mon,
+                        region=comp.region,
+                        tags=tuple(comp.tags),
+                    )
                     row[mi] = self._add(td)
                 comp_targets.append(row)
         self.n_config_targets = len(self.targets)
         prefixes.sort(key=lambda p: -p[0])
-        self._prefixes = [
-            (ci, np.uint64(nh), np.uint64(nl), np.uint64(mh), np.uint64(ml)) for _, ci, nh, nl, mh, ml in prefixes
+        self._prefixes = prefixes
+        self._v4_prefixes = [
+            (ci, np.uint32(nl & 0xFFFF_FFFF), np.uint32(ml & 0xFFFF_FFFF))
+            for plen, ci, nh, nl, mh, ml in prefixes
+            if nh == 0 and (nl >> 32) == 0xFFFF and plen >= 96
         ]
-        self._comp_target = np.array(comp_targets, dtype=np.int64).reshape(len(comps), len(self._monitors))
+        self._v6_prefixes = [
+            (ci, np.uint64(nh), np.uint64(nl), np.uint64(mh), np.uint64(ml))
+            for plen, ci, nh, nl, mh, ml in prefixes
+            if not (nh == 0 and (nl >> 32) == 0xFFFF and plen >= 96)
+        ]
+        self._comp_target = np.array(comp_targets, dtype=np.int64).reshape(n_comps, len(self._monitors))
         self._tier_of_comp_arr = np.array(self._tier_of_comp, dtype=np.int64)
         self._per_host_arr = np.array(self._per_host, dtype=bool)
         # allowed[exporter_ix, comp]: the last row is "an exporter not in the config"
-        allowed = np.zeros((len(exporters) + 1, max(len(comps), 1)), dtype=bool)
-        for ci, (_, comp) in enumerate(comps):
+        allowed = np.zeros((len(exporters) + 1, max(n_comps, 1)), dtype=bool)
+        for ci in range(n_comps):
             tc = config.tiers[tiers[self._tier_of_comp[ci]]]
             if not tc.exporters:
                 allowed[:, ci] = True
@@ -125,9 +139,24 @@ class TargetTable:
         dst_hi = flows["dst_hi"]
         dst_lo = flows["dst_lo"]
         comp = np.full(n, -1, dtype=np.int64)
-        for ci, nh, nl, mh, ml in self._prefixes:
-            m = ((dst_lo & ml) == nl) & ((dst_hi & mh) == nh) & (comp < 0)
-            comp[m] = ci
+        v4 = (dst_hi == 0) & ((dst_lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        all_v4 = bool(v4.all())
+        if self._v4_prefixes:
+            # IPv4 fast path: 32-bit compares on the low word
+            d32 = dst_lo.astype(np.uint32)
+            for ci, net, mask in self._v4_prefixes:
+                m = (d32 & mask) == net
+                if not all_v4:
+                    m &= v4
+                m &= comp < 0
+                comp[m] = ci
+        if self._v6_prefixes and not all_v4:
+            six = np.flatnonzero(~v4)
+            hi6, lo6, c6 = dst_hi[six], dst_lo[six], comp[six]
+            for ci, nh, nl, mh, ml in self._v6_prefixes:
+                m = ((lo6 & ml) == nl) & ((hi6 & mh) == nh) & (c6 < 0)
+                c6[m] = ci
+            comp[six] = c6
         rows = np.flatnonzero(comp >= 0)
         if len(rows) == 0:
             return Classified(np.empty(0, np.int64), np.empty(0, np.int64))
@@ -150,7 +179,7 @@ class TargetTable:
         rows, c, target = rows[hit], c[hit], target[hit]
         host_mask = self._per_host_arr[c]
         if not host_mask.any():
-            return Classified(rows, target)
+            return Classified(rows, target, 0, len(rows))
         h_rows = rows[host_mask]
         h_parent = target[host_mask]
         h_targets, dropped = self._host_targets(h_parent, dst_hi[h_rows], dst_lo[h_rows])
@@ -159,15 +188,17 @@ class TargetTable:
             np.concatenate([rows, h_rows[keep]]),
             np.concatenate([target, h_targets[keep]]),
             dropped,
+            len(rows),
         )
 
     def _host_targets(self, parent: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, int]:
-        keys = np.empty(len(parent), dtype=[("p", "<i8"), ("h", "<u8"), ("l", "<u8")])
-        keys["p"], keys["h"], keys["l"] = parent, hi, lo
-        uniq, inv = np.unique(keys, return_inverse=True)
-        out = np.empty(len(uniq), dtype=np.int64)
+        with np.errstate(over="ignore"):
+            keys = hash_addresses(hi, lo) ^ (parent.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+        _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        uniq = zip(parent[first].tolist(), hi[first].tolist(), lo[first].tolist(), strict=True)
+        out = np.empty(len(first), dtype=np.int64)
         dropped = 0
-        for i, (p, h, lw) in enumerate(uniq.tolist()):
+        for i, (p, h, lw) in enumerate(uniq):
             key = (p, h, lw)
             ix = self._host_index.get(key)
             if ix is None:

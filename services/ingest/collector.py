@@ -8,6 +8,7 @@ the service passes a thread-safe hand-off to its event loop).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -45,8 +46,15 @@ class Listener:
 class Collector:
     """Owns the listeners and the receive thread; inert until ``start``."""
 
-    def __init__(self, config: VoxGuardConfig, sink: TickSink, *, pipeline: Pipeline | None = None,
-                 batch_size: int = 256, host: str | None = None):
+    def __init__(
+        self,
+        config: VoxGuardConfig,
+        sink: TickSink,
+        *,
+        pipeline: Pipeline | None = None,
+        batch_size: int = 256,
+        host: str | None = None,
+    ):
         self.config = config
         self.sink = sink
         self.pipeline = pipeline or Pipeline(config)
@@ -64,10 +72,8 @@ class Collector:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+        with contextlib.suppress(OSError):  # capped by net.core.rmem_max: the kernel keeps its maximum
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.ingest.receive_buffer_bytes)
-        except OSError:  # capped by net.core.rmem_max: the kernel keeps its maximum
-            pass
         sock.bind((self.host, port))
         sock.setblocking(False)
         return Listener(name, sock, socket_inode(sock))
@@ -155,8 +161,7 @@ class Collector:
                         self.failed_batches += 1
                         if now - self._last_failure_log > 10:
                             self._last_failure_log = now
-                            log.exception("batch of %d datagrams failed (%d so far)", len(batch),
-                                          self.failed_batches)
+                            log.exception("batch of %d datagrams failed (%d so far)", len(batch), self.failed_batches)
                     pipeline.metrics.batch_seconds.observe(time.perf_counter() - started)
                 if pipeline.tick_due(now):
                     self._emit(pipeline.flush(now))

@@ -47,12 +47,17 @@ class FlowRing:
         if n > size:
             flows, targets, n = flows[-size:], targets[-size:], size
         with self._lock:
-            end = self._pos + n
-            idx = np.arange(self._pos, end) % size
-            self._buf["flow"][idx] = flows
-            self._buf["target"][idx] = targets
-            self._buf["ts"][idx] = ts
-            self._pos = end % size
+            first = min(n, size - self._pos)
+            for src, dst in (
+                (slice(0, first), slice(self._pos, self._pos + first)),
+                (slice(first, n), slice(0, n - first)),
+            ):
+                if src.start == src.stop:
+                    continue
+                self._buf["flow"][dst] = flows[src]
+                self._buf["target"][dst] = targets[src]
+                self._buf["ts"][dst] = ts
+            self._pos = (self._pos + n) % size
             self._filled = min(size, self._filled + n)
 
     def for_target(self, target: int, limit: int = 1000) -> list[dict[str, Any]]:

@@ -99,14 +99,23 @@ class ExporterRegistry:
             if st is not None:
                 return st
         ix = self._config_ix.get(address, self.unknown_ix)
-        st = ExporterStats(address=address, name=self._names[ix] if ix < self.unknown_ix else None,
-                           config_ix=ix, first_seen=now)
+        st = ExporterStats(
+            address=address,
+            name=self._names[ix] if ix < self.unknown_ix else None,
+            config_ix=ix,
+            first_seen=now,
+        )
         self._by_address[address] = st
         return st
 
     def is_configured(self, address: str) -> bool:
         """Whether the address belongs to a configured monitoring point."""
         return address in self._config_ix
+
+    @property
+    def has_overrides(self) -> bool:
+        """Whether any configured exporter has a sampling interval override."""
+        return bool(self._overrides)
 
     def sampling_override(self, address: str) -> int | None:
         """The config's sampling interval for an exporter whose export does not carry one."""
@@ -152,4 +161,3 @@ class ExporterRegistry:
 
     def __len__(self) -> int:
         return len(self._by_address)
-

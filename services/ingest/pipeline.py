@@ -91,25 +91,41 @@ class Pipeline:
         exporter_of_dg = np.empty(n_dg, dtype=np.int64)
         override = np.zeros(n_dg, dtype=np.uint32)
         accept = np.ones(n_dg, dtype=bool)
-        counts: Counter[tuple[str, str, str]] = Counter()
+        tallies: dict[tuple[str, str], list[int]] = {}
+        registry = self.registry
+        unknown = registry.unknown_ix
+        record = registry.record
+        overrides = registry.has_overrides
+        errors = 0
         for i, rep in enumerate(reports):
-            st = self.registry.record(rep, wall)
+            st = record(rep, wall)
             ix = st.config_ix
-            if ix == self.registry.unknown_ix and rep.agent and self.registry.is_configured(rep.agent):
-                ix = self.registry.get(rep.agent, wall).config_ix
+            if ix == unknown:
+                if rep.agent and registry.is_configured(rep.agent):
+                    ix = registry.get(rep.agent, wall).config_ix
+                elif not self.accept_unknown:
+                    accept[i] = False
             exporter_of_dg[i] = ix
-            label = st.name or st.address
-            counts[(label, rep.format, "datagrams")] += 1
-            counts[(label, rep.format, "records")] += rep.flow_records
+            key = (st.name or st.address, rep.format)
+            t = tallies.get(key)
+            if t is None:
+                t = tallies[key] = [0, 0, 0]
+            t[0] += 1
+            t[1] += rep.flow_records
             if rep.error:
-                counts[(label, rep.format, "errors")] += 1
-                self.stats.decode_errors += 1
-            if ix == self.registry.unknown_ix and not self.accept_unknown:
-                accept[i] = False
-            ov = self.registry.sampling_override(rep.exporter)
-            if ov:
-                override[i] = ov
-            self.stats.per_format[rep.format] += 1
+                t[2] += 1
+                errors += 1
+            if overrides:
+                interval = registry.sampling_override(rep.exporter)
+                if interval:
+                    override[i] = interval
+        self.stats.decode_errors += errors
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for (label, fmt), (dgs, recs, errs) in tallies.items():
+            counts[(label, fmt, "datagrams")] += dgs
+            counts[(label, fmt, "records")] += recs
+            counts[(label, fmt, "errors")] += errs
+            self.stats.per_format[fmt] += dgs
         self.metrics.count(counts)
         flows = batch.flows
         if len(flows) == 0:
@@ -126,13 +142,14 @@ class Pipeline:
         self.stats.flow_records += len(flows)
         exp_ix = exporter_of_dg[dg]
         cls = self.table.classify(flows, exp_ix)
-        self.stats.classified += len(np.unique(cls.rows))
+        self.stats.classified += cls.matched
         self.stats.unclassified = self.stats.flow_records - self.stats.classified
         self.aggregator.add(flows, cls.rows, cls.targets, exp_ix)
-        first = np.full(len(flows), -1, dtype=np.int64)
-        first[cls.rows[::-1]] = cls.targets[::-1]  # component target wins (listed first)
-        self.flow_ring.add(flows[cls.rows], cls.targets, wall)
+        comp_rows = cls.rows[: cls.matched]  # component contributions come first, one per flow
+        self.flow_ring.add(flows[comp_rows], cls.targets[: cls.matched], wall)
         if batch.samples:
+            first = np.full(len(flows), -1, dtype=np.int64)
+            first[comp_rows] = cls.targets[: cls.matched]
             hs = [
                 HeaderSample(wall, int(first[s.flow_ix]), s.header_protocol, s.frame_length, s.header)
                 for s in batch.samples

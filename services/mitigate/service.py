@@ -12,4 +12,8 @@ from voxguard.shared.runtime import ServiceContext
 
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The mitigate service's routes, readiness and lifespan."""
-    return ServiceSpec(name="mitigate", readiness={"nats": ctx.bus.ready}, description="BGP FlowSpec rules through ExaBGP, with whitelists and safety rails.")
+    return ServiceSpec(
+        name="mitigate",
+        readiness={"nats": ctx.bus.ready},
+        description="BGP FlowSpec rules through ExaBGP, with whitelists and safety rails.",
+    )

@@ -12,4 +12,8 @@ from voxguard.shared.runtime import ServiceContext
 
 def build(ctx: ServiceContext) -> ServiceSpec:
     """The notify service's routes, readiness and lifespan."""
-    return ServiceSpec(name="notify", readiness={"nats": ctx.bus.ready}, description="Slack, PagerDuty, email, webhooks and status pages.")
+    return ServiceSpec(
+        name="notify",
+        readiness={"nats": ctx.bus.ready},
+        description="Slack, PagerDuty, email, webhooks and status pages.",
+    )

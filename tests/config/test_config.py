@@ -63,23 +63,45 @@ def test_role_inference() -> None:
 @pytest.mark.parametrize(
     ("mutate", "path", "fragment"),
     [
-        (lambda d: d["tiers"]["sbc"]["monitors"].append({"protocol": "udp", "ports": "20000-10000"}),
-         "tiers.sbc.monitors[3].ports", "inverted"),
-        (lambda d: d["tiers"]["sbc"]["components"][0].update(addresses=["203.0.113.10/8"]),
-         "tiers.sbc.components[0].addresses", "host bits"),
-        (lambda d: d["tiers"]["sbc"]["components"][0].update(addresses=["not-an-ip"]),
-         "tiers.sbc.components[0].addresses", "not an IP"),
+        (
+            lambda d: d["tiers"]["sbc"]["monitors"].append({"protocol": "udp", "ports": "20000-10000"}),
+            "tiers.sbc.monitors[3].ports",
+            "inverted",
+        ),
+        (
+            lambda d: d["tiers"]["sbc"]["components"][0].update(addresses=["203.0.113.10/8"]),
+            "tiers.sbc.components[0].addresses",
+            "host bits",
+        ),
+        (
+            lambda d: d["tiers"]["sbc"]["components"][0].update(addresses=["not-an-ip"]),
+            "tiers.sbc.components[0].addresses",
+            "not an IP",
+        ),
         (lambda d: d["tiers"]["media"].update(exporters=["nope"]), "(top level)", "nope"),
-        (lambda d: d["tiers"]["registrar"]["mitigation"].update(mode="flowspec"), "tiers.registrar", "internal"),
-        (lambda d: d["tiers"]["sbc"]["detection"]["vectors"].update(sip_floood={"ratio": 5}),
-         "tiers.sbc.detection.vectors", "sip_floood"),
-        (lambda d: d["tiers"]["sbc"]["detection"]["vectors"]["sip_flood"].update(ratio=0.5),
-         "tiers.sbc.detection.vectors.sip_flood.ratio", "greater than 1"),
+        (
+            lambda d: d["tiers"]["registrar"]["mitigation"].update(mode="flowspec"),
+            "tiers.registrar",
+            "internal",
+        ),
+        (
+            lambda d: d["tiers"]["sbc"]["detection"]["vectors"].update(sip_floood={"ratio": 5}),
+            "tiers.sbc.detection.vectors",
+            "sip_floood",
+        ),
+        (
+            lambda d: d["tiers"]["sbc"]["detection"]["vectors"]["sip_flood"].update(ratio=0.5),
+            "tiers.sbc.detection.vectors.sip_flood.ratio",
+            "greater than 1",
+        ),
         (lambda d: d["ingest"].update(sflow_port=70000), "ingest.sflow_port", "65535"),
         (lambda d: d.update(colour="blue"), "colour", "Extra inputs"),
         (lambda d: d["tiers"].update(pbx={}), "tiers.pbx", "sbc"),
-        (lambda d: d["tiers"]["sbc"]["monitors"].append({"protocol": "icmp", "ports": 5}),
-         "tiers.sbc.monitors[3]", "icmp has no ports"),
+        (
+            lambda d: d["tiers"]["sbc"]["monitors"].append({"protocol": "icmp", "ports": 5}),
+            "tiers.sbc.monitors[3]",
+            "icmp has no ports",
+        ),
     ],
 )
 def test_invalid_config_names_key_and_reason(mutate, path: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -118,8 +140,11 @@ def test_unreadable_and_non_yaml(tmp_path: Path) -> None:
 
 
 def test_cli_config_check(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "voxguard.cli.main", "config", "check", str(EXAMPLE)],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli.main", "config", "check", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "valid" in ok.stdout and "14 configured targets" in ok.stdout
     data = _example()
@@ -127,8 +152,11 @@ def test_cli_config_check(tmp_path: Path) -> None:
     data["ingest"]["netflow_port"] = -5
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    res = subprocess.run([sys.executable, "-m", "voxguard.cli.main", "config", "check", str(bad)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli.main", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1
     assert "2 error(s)" in res.stderr
     assert "tiers.media.monitors[0].ports" in res.stderr and "inverted" in res.stderr

@@ -26,13 +26,18 @@ CFG = {
                 {"name": "sbc-a", "addresses": ["203.0.113.10/32"]},
                 {"name": "sbc-v6", "addresses": ["2001:db8::10/128"]},
             ],
-            "monitors": [{"protocol": "udp", "ports": 5060}, {"protocol": "tcp", "ports": 5061},
-                         {"protocol": "icmp"}],
+            "monitors": [
+                {"protocol": "udp", "ports": 5060},
+                {"protocol": "tcp", "ports": 5061},
+                {"protocol": "icmp"},
+            ],
         },
         "media": {
             "exporters": ["edge"],
-            "components": [{"name": "gw", "addresses": ["198.51.100.0/24"]},
-                           {"name": "gw-special", "addresses": ["198.51.100.128/25"]}],
+            "components": [
+                {"name": "gw", "addresses": ["198.51.100.0/24"]},
+                {"name": "gw-special", "addresses": ["198.51.100.128/25"]},
+            ],
             "monitors": [{"protocol": "udp", "ports": "10000-20000"}],
         },
         "registrar": {
@@ -75,19 +80,24 @@ def names(table: TargetTable, rows: np.ndarray, targets: np.ndarray) -> list[tup
 
 
 def test_component_monitor_and_exporter(table: TargetTable) -> None:
-    f = flows_of([
-        {"dst": "203.0.113.10"},  # sbc udp/5060
-        {"dst": "203.0.113.10", "proto": 6, "port": 5061},  # sbc tls
-        {"dst": "203.0.113.10", "proto": 1, "port": 0},  # icmp
-        {"dst": "203.0.113.10", "port": 5070},  # no monitor
-        {"dst": "203.0.113.11"},  # no component
-        {"dst": "2001:db8::10"},  # v6 component
-        {"dst": "10.20.0.10"},  # registrar, but exported by edge: not counted
-    ])
+    f = flows_of(
+        [
+            {"dst": "203.0.113.10"},  # sbc udp/5060
+            {"dst": "203.0.113.10", "proto": 6, "port": 5061},  # sbc tls
+            {"dst": "203.0.113.10", "proto": 1, "port": 0},  # icmp
+            {"dst": "203.0.113.10", "port": 5070},  # no monitor
+            {"dst": "203.0.113.11"},  # no component
+            {"dst": "2001:db8::10"},  # v6 component
+            {"dst": "10.20.0.10"},  # registrar, but exported by edge: not counted
+        ]
+    )
     exp = np.full(len(f), EDGE)
     c = table.classify(f, exp)
     assert names(table, c.rows, c.targets) == [
-        (0, "sbc-a udp/5060"), (1, "sbc-a tcp/5061"), (2, "sbc-a icmp"), (5, "sbc-v6 udp/5060"),
+        (0, "sbc-a udp/5060"),
+        (1, "sbc-a tcp/5061"),
+        (2, "sbc-a icmp"),
+        (5, "sbc-v6 udp/5060"),
     ]
     c2 = table.classify(f, np.full(len(f), CORE))
     assert names(table, c2.rows, c2.targets) == [(6, "reg udp/5060")]
@@ -96,18 +106,23 @@ def test_component_monitor_and_exporter(table: TargetTable) -> None:
 
 
 def test_most_specific_prefix_and_host_targets(table: TargetTable) -> None:
-    f = flows_of([
-        {"dst": "198.51.100.5", "port": 10000},
-        {"dst": "198.51.100.200", "port": 20000},
-        {"dst": "198.51.100.5", "port": 15000},
-        {"dst": "198.51.100.6", "port": 20001},  # outside the range
-    ])
+    f = flows_of(
+        [
+            {"dst": "198.51.100.5", "port": 10000},
+            {"dst": "198.51.100.200", "port": 20000},
+            {"dst": "198.51.100.5", "port": 15000},
+            {"dst": "198.51.100.6", "port": 20001},  # outside the range
+        ]
+    )
     c = table.classify(f, np.full(len(f), EDGE))
     got = names(table, c.rows, c.targets)
     assert got == [
-        (0, "gw 198.51.100.5 udp/10000-20000"), (0, "gw udp/10000-20000"),
-        (1, "gw-special 198.51.100.200 udp/10000-20000"), (1, "gw-special udp/10000-20000"),
-        (2, "gw 198.51.100.5 udp/10000-20000"), (2, "gw udp/10000-20000"),
+        (0, "gw 198.51.100.5 udp/10000-20000"),
+        (0, "gw udp/10000-20000"),
+        (1, "gw-special 198.51.100.200 udp/10000-20000"),
+        (1, "gw-special udp/10000-20000"),
+        (2, "gw 198.51.100.5 udp/10000-20000"),
+        (2, "gw udp/10000-20000"),
     ]
     assert table.host_target_count == 2
     # host ids are stable and distinct from the component's
@@ -131,15 +146,29 @@ def test_aggregation_known_answers(table: TargetTable) -> None:
     rows = [
         {**base, "src": "192.0.2.1", "packets": 10, "bytes": 5000, "sampling": 100},
         {**base, "src": "192.0.2.2", "packets": 1, "bytes": 100, "sampling": 100},
-        {**base, "src": "198.18.0.1", "packets": 2, "bytes": 1000, "sip": SipMethod.INVITE,
-         "sip_flags": SipFlag.SCANNER_UA},
+        {
+            **base,
+            "src": "198.18.0.1",
+            "packets": 2,
+            "bytes": 1000,
+            "sip": SipMethod.INVITE,
+            "sip_flags": SipFlag.SCANNER_UA,
+        },
         {**base, "src": "198.18.0.1", "packets": 1, "bytes": 300, "sip": SipMethod.REGISTER},
         {**base, "src": "198.18.0.2", "packets": 1, "bytes": 80, "sip_flags": SipFlag.MALFORMED},
         # TLS: SYN only (new), SYN+ACK single packet (not new), full connection SYN|ACK|FIN (new)
         {**base, "proto": 6, "port": 5061, "flags": 0x02, "packets": 1, "bytes": 60},
         {**base, "proto": 6, "port": 5061, "flags": 0x12, "packets": 1, "bytes": 60},
-        {**base, "proto": 6, "port": 5061, "flags": 0x13, "packets": 20, "bytes": 4000,
-         "start": 1_000, "end": 91_000},
+        {
+            **base,
+            "proto": 6,
+            "port": 5061,
+            "flags": 0x13,
+            "packets": 20,
+            "bytes": 4000,
+            "start": 1_000,
+            "end": 91_000,
+        },
         {**base, "proto": 1, "port": 0, "packets": 7, "bytes": 700},
     ]
     f = flows_of(rows)
@@ -192,8 +221,12 @@ def test_distinct_sources_estimate_at_scale(table: TargetTable) -> None:
 
 
 def test_ipv6_prefixes_in_top_lists(table: TargetTable) -> None:
-    f = flows_of([{"dst": "2001:db8::10", "src": "2001:db8:aaaa:1::5", "packets": 3},
-                  {"dst": "2001:db8::10", "src": "2001:db8:aaaa:1::6", "packets": 4}])
+    f = flows_of(
+        [
+            {"dst": "2001:db8::10", "src": "2001:db8:aaaa:1::5", "packets": 3},
+            {"dst": "2001:db8::10", "src": "2001:db8:aaaa:1::6", "packets": 4},
+        ]
+    )
     exp = np.zeros(len(f), dtype=np.int64)
     agg = TickAggregator()
     c = table.classify(f, exp)

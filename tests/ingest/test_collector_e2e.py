@@ -23,7 +23,8 @@ CFG = {
     "ingest": {"host": "127.0.0.1", "netflow_port": 0, "ipfix_port": 0, "sflow_port": 0, "tick_seconds": 0.5},
     "tiers": {
         "sbc": {
-            "exporters": ["softflowd"], "per_host": False,
+            "exporters": ["softflowd"],
+            "per_host": False,
             "components": [{"name": "sbc-a", "addresses": ["203.0.113.10/32"]}],
             "monitors": [{"protocol": "udp", "ports": 5060}, {"protocol": "tcp", "ports": 5061}],
         },
@@ -97,8 +98,16 @@ async def test_softflowd_to_nats(tmp_path: Path, need_tool, bus: Bus, version: i
     try:
         port = svc.collector.ports()["netflow" if version == 9 else "ipfix"]
         proc = await asyncio.create_subprocess_exec(
-            str(softflowd), "-r", str(tmp_path / "voip.pcap"), "-n", f"127.0.0.1:{port}", "-v", str(version),
-            "-D", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            str(softflowd),
+            "-r",
+            str(tmp_path / "voip.pcap"),
+            "-n",
+            f"127.0.0.1:{port}",
+            "-v",
+            str(version),
+            "-D",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         async with asyncio.timeout(20):

@@ -26,8 +26,10 @@ def check(file: Path = typer.Argument(..., help="The voxguard.yaml to validate."
             err.print(f"  [bold]{escape(path)}[/]: {escape(reason)}")
         raise typer.Exit(code=1) from None
     targets = list(cfg.iter_targets())
-    console.print(f"[green]{file}: valid[/] - site {cfg.site}, {len(cfg.tiers)} tiers, "
-                  f"{len(cfg.exporters)} exporters, {len(targets)} configured targets")
+    console.print(
+        f"[green]{file}: valid[/] - site {cfg.site}, {len(cfg.tiers)} tiers, "
+        f"{len(cfg.exporters)} exporters, {len(targets)} configured targets"
+    )
     for tier, tc in cfg.tiers.items():
         mons = ", ".join(m.label() for m in tc.monitors)
         comps = ", ".join(c.name for c in tc.components)

@@ -28,7 +28,7 @@ def decode_file(path: Path, port: int | None = None) -> tuple[list[dict[str, Any
     records: list[dict[str, Any]] = []
     errors: list[str] = []
     for dg in iter_udp_payloads(path):
-        if port is not None and dg.dst_port != port:
+        if port is not None and dg.dport != port:
             continue
         if port is None and not looks_like_flow_export(dg.payload):
             continue

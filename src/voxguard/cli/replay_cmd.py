@@ -32,8 +32,9 @@ def replay(
     host, dport = parse_hostport(to)
     try:
         payloads = [
-            d.payload for d in iter_udp_payloads(file)
-            if (port is None or d.dst_port == port) and looks_like_flow_export(d.payload)
+            d.payload
+            for d in iter_udp_payloads(file)
+            if (port is None or d.dport == port) and looks_like_flow_export(d.payload)
         ]
     except (CaptureFormatError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -46,8 +47,9 @@ def replay(
     typer.echo(f"sent {sent} datagrams to {host}:{dport}")
 
 
-def send_datagrams(payloads: list[bytes], dest: tuple[str, int], family: int, rate: float,
-                   bind: str | None = None) -> int:
+def send_datagrams(
+    payloads: list[bytes], dest: tuple[str, int], family: int, rate: float, bind: str | None = None
+) -> int:
     """Send, pacing evenly at ``rate`` datagrams/s when given; returns the count sent."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:

@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 import uvicorn
 
-from voxguard.cli.stack import SERVICES, build_stack, load_or_exit, nats_for, open_keystore, resolve_config_path
+from voxguard.cli.stack import (
+    SERVICES,
+    build_stack,
+    load_or_exit,
+    nats_for,
+    open_keystore,
+    resolve_config_path,
+)
 from voxguard.shared.runtime import ServiceContext
 from voxguard.shared.settings import load_settings
 from voxguard.shared.telemetry import configure_logging, setup_tracing

@@ -69,8 +69,9 @@ class Stack:
 
 def build_stack(ctx: ServiceContext, services: tuple[str, ...], keys: KeyStore) -> Stack:
     """One app serving ``services`` (the bus lifespan runs first)."""
-    specs: list[ServiceSpec] = [ServiceSpec(name="bus", lifespans=[ctx.bus_lifespan],
-                                            readiness={"nats": ctx.bus.ready})]
+    specs: list[ServiceSpec] = [
+        ServiceSpec(name="bus", lifespans=[ctx.bus_lifespan], readiness={"nats": ctx.bus.ready})
+    ]
     for name in services:
         if name == "ingest":
             from voxguard.ingest.service import build as build_ingest

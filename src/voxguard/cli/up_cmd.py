@@ -9,7 +9,14 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from voxguard.cli.stack import SERVICES, build_stack, load_or_exit, nats_for, open_keystore, resolve_config_path
+from voxguard.cli.stack import (
+    SERVICES,
+    build_stack,
+    load_or_exit,
+    nats_for,
+    open_keystore,
+    resolve_config_path,
+)
 from voxguard.shared.runtime import ServiceContext
 from voxguard.shared.settings import load_settings, parse_host_port
 from voxguard.shared.telemetry import configure_logging, setup_tracing
@@ -42,14 +49,17 @@ def up(
         ing = cfg.ingest
         console.print(f"[bold]VoxGuard[/] site [bold]{cfg.site}[/] - config {cfg_path}")
         console.print(f"  HTTP API      http://{host}:{port}  (OpenAPI: /docs, health: /healthz /readyz /metrics)")
-        console.print(f"  flow ingest   udp {ing.host}:{ing.netflow_port} (NetFlow v5/v9), "
-                      f":{ing.ipfix_port} (IPFIX), :{ing.sflow_port} (sFlow v5)")
+        console.print(
+            f"  flow ingest   udp {ing.host}:{ing.netflow_port} (NetFlow v5/v9), "
+            f":{ing.ipfix_port} (IPFIX), :{ing.sflow_port} (sFlow v5)"
+        )
         console.print(f"  NATS          {nats_url}" + ("  (embedded, store in var/nats)" if embedded else ""))
         db = settings.effective_database_url()
         console.print(f"  database      {db.split('@')[-1] if '@' in db else db}")
         if admin_key:
-            console.print(f"  [yellow]admin API key created: {admin_key} (mode 0600) - "
-                          "use it as 'Authorization: Bearer <key>'[/]")
+            console.print(
+                f"  [yellow]admin API key created: {admin_key} (mode 0600) - use it as 'Authorization: Bearer <key>'[/]"
+            )
         else:
             console.print(f"  API keys      {keys.count()} key(s); create more with 'voxguard keys create'")
         console.print("  Ctrl-C stops everything cleanly; starting again resumes state.")

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -35,9 +36,9 @@ from voxguard.ingest.decode.flows import addr_to_halves, empty_flows
 from voxguard.ingest.encode.netflow import NetflowV9Encoder
 from voxguard.ingest.metrics import IngestMetrics
 from voxguard.ingest.pipeline import Pipeline
+from voxguard.ingest.service import encode_ticks
 from voxguard.shared.bus import Bus
 from voxguard.shared.config import VoxGuardConfig, example_config_path, load_config
-from voxguard.shared.messages import TrafficTick
 from voxguard.shared.natsserver import NatsServer, port_open
 
 PORT = 22055
@@ -160,13 +161,13 @@ async def bench_collector(cfg: VoxGuardConfig, rate: float, seconds: float, nats
     loop = asyncio.get_running_loop()
     published = 0
 
-    async def publish(ticks: list[TrafficTick]) -> None:
+    async def publish(ticks: list[dict[str, Any]]) -> None:
         nonlocal published
-        published += await bus.publish_many([(t.subject(), t) for t in ticks])
+        published += await bus.publish_raw_many(encode_ticks(ticks))
 
     pending: set[asyncio.Future[None]] = set()
 
-    def sink(ticks: list[TrafficTick]) -> None:
+    def sink(ticks: list[dict[str, Any]]) -> None:
         fut = asyncio.run_coroutine_threadsafe(publish(ticks), loop)
         pending.add(fut)  # type: ignore[arg-type]
 

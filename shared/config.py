@@ -260,6 +260,7 @@ class ListenerConfig(_Strict):
     sflow_port: int = Field(default=6343, ge=0, le=65535)
     tick_seconds: float = Field(default=1.0, gt=0.05, le=60)
     max_host_targets: int = Field(default=100_000, ge=0, le=10_000_000)
+    max_host_ticks: int = Field(default=10_000, ge=0, le=10_000_000)  # host-target messages per tick
     receive_buffer_bytes: int = Field(default=32 * 1024 * 1024, ge=65536)
     accept_unknown_exporters: bool = True
 

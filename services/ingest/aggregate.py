@@ -11,14 +11,16 @@ the distinct count falls back to a HyperLogLog over the reduced pairs.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
+from voxguard.ingest.classify import TargetInfo
 from voxguard.ingest.decode.flows import SipFlag, SipMethod, halves_to_addr
 from voxguard.ingest.hll import HllBank, hash_addresses
-from voxguard.shared.config import TargetDef
-from voxguard.shared.messages import SCHEMA_VERSION, SourceCount, TrafficTick, new_id, utcnow
+from voxguard.shared.messages import SCHEMA_VERSION, TrafficTick, utcnow
 
 SIZE_BUCKETS = np.array(TrafficTick.SIZE_BUCKETS, dtype=np.float64)
 N_SIZE = len(SIZE_BUCKETS) + 1
@@ -99,6 +101,7 @@ class TickAggregator:
         self._rows = 0
         self._reduced: np.ndarray | None = None  # set after an intermediate reduction
         self._hll = HllBank()
+        self.host_ticks_suppressed = 0
 
     def _ensure(self, n_targets: int) -> None:
         size = self._acc.shape[1]
@@ -196,72 +199,86 @@ class TickAggregator:
         """Targets with traffic in the current tick."""
         return int(np.count_nonzero(self._active))
 
-    def flush(self, tick_start: float, targets: list[TargetDef], exporter_names: list[str]) -> list[TrafficTick]:
-        """Render the tick's messages (one per active target) and reset for the next tick."""
+    def flush(
+        self,
+        tick_start: float,
+        targets: list[TargetInfo],
+        exporter_names: list[str],
+        *,
+        first_host: int | None = None,
+        max_host_ticks: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The tick's messages (one per active target) as plain dicts, then reset for the next tick.
+
+        Dicts, not pydantic objects: at 100,000 active targets model construction alone would
+        take seconds. ``TrafficTick`` is the schema; the tests validate these dicts against it.
+        """
         active = np.flatnonzero(self._active)
         if len(active) == 0:
             return []
+        if first_host is not None and max_host_ticks is not None:
+            hosts = active[active >= first_host]
+            if len(hosts) > max_host_ticks:
+                # the busiest hosts only: the component targets still count every flow
+                busiest = hosts[np.argsort(-self._acc[C_PACKETS, hosts], kind="stable")[:max_host_ticks]]
+                self.host_ticks_suppressed += len(hosts) - max_host_ticks
+                active = np.sort(np.concatenate([active[active < first_host], busiest]))
         used_hll = self._reduced is not None
         pairs = self._reduce(TOP_N)
         if used_hll:
             distinct = self._hll.estimates()
         else:
             counts = np.bincount(pairs["t"], minlength=self._acc.shape[1]) if len(pairs) else None
-            distinct = {} if counts is None else {int(t): int(counts[t]) for t in active.tolist()}
+            distinct = {} if counts is None else dict(zip(active.tolist(), counts[active].tolist(), strict=True))
         tops_src = _group_tops(_top_per_target(pairs, TOP_N))
         tops_pfx = _group_tops(_top_per_target(_prefixes(pairs), TOP_N), prefixes=True)
-        ts = datetime.fromtimestamp(tick_start, UTC)
-        acc = self._acc[:, active].T
-        size = self._size[:, active].T
-        sip = self._sip[:, active].T
-        out: list[TrafficTick] = []
+        ts = datetime.fromtimestamp(tick_start, UTC).isoformat()
+        now = utcnow().isoformat()
+        acc = self._acc[:, active].T.astype(np.int64).tolist()
+        bpp = (self._acc[C_BYTES, active] / np.maximum(self._acc[C_PACKETS, active], 1)).round(2).tolist()
+        size = self._size[:, active].T.astype(np.int64).tolist()
+        sip_rows = self._sip[:, active].T
+        has_sip = sip_rows.any(axis=1).tolist()
+        out: list[dict[str, Any]] = []
+        ids = uuid.uuid4().hex[:16]
         for i, t in enumerate(active.tolist()):
-            td = targets[t]
             a = acc[i]
-            packets = int(a[C_PACKETS])
-            methods = {SipMethod.NAMES[m]: int(v) for m, v in enumerate(sip[i].tolist()) if v and m}
-            exp_names = sorted(
-                exporter_names[e] if e < len(exporter_names) else "unknown" for e in self._exporters.get(t, ())
+            methods = (
+                {SipMethod.NAMES[m]: int(v) for m, v in enumerate(sip_rows[i].tolist()) if v and m}
+                if has_sip[i]
+                else {}
             )
-            out.append(
-                TrafficTick.model_construct(
-                    schema_version=SCHEMA_VERSION,
-                    id=new_id(),
-                    ts=utcnow(),
-                    tier=td.tier,
-                    target_id=td.id,
-                    target=td.name,
-                    component=td.component,
-                    host=td.host,
-                    protocol=td.monitor.protocol.value,
-                    ports=str(td.monitor.ports) if td.monitor.ports else None,
-                    role=td.monitor.effective_role,
-                    region=td.region,
-                    tick_start=ts,
-                    tick_seconds=self.tick_seconds,
-                    exporters=exp_names,
-                    bytes=int(a[C_BYTES]),
-                    packets=packets,
-                    flows=int(a[C_FLOWS]),
-                    new_connections=int(a[C_NEWCONN]),
-                    icmp_packets=int(a[C_ICMP]),
-                    long_lived_flows=int(a[C_LONG]),
-                    distinct_sources=int(distinct.get(t, 0)),
-                    bytes_per_packet=round(a[C_BYTES] / packets, 2) if packets else 0.0,
-                    size_histogram=[int(x) for x in size[i].tolist()],
-                    top_sources=tops_src.get(t, []),
-                    top_prefixes=tops_pfx.get(t, []),
-                    sip_methods=methods,
-                    sip_scanner_packets=int(a[C_SIP_SCAN]),
-                    sip_malformed_packets=int(a[C_SIP_BAD]),
-                    sip_sampled_packets=int(a[C_SIP_RAW]),
-                    flow_records=int(a[C_RECORDS]),
-                    sampled=bool(a[C_SAMPLED] > 0),
-                )
+            exps = self._exporters.get(t, ())
+            msg = dict(targets[t].static)
+            msg.update(
+                schema_version=SCHEMA_VERSION,
+                id=f"{ids}{i:08x}",
+                ts=now,
+                tick_start=ts,
+                tick_seconds=self.tick_seconds,
+                exporters=sorted(exporter_names[e] if e < len(exporter_names) else "unknown" for e in exps),
+                bytes=a[C_BYTES],
+                packets=a[C_PACKETS],
+                flows=a[C_FLOWS],
+                new_connections=a[C_NEWCONN],
+                icmp_packets=a[C_ICMP],
+                long_lived_flows=a[C_LONG],
+                distinct_sources=int(distinct.get(t, 0)),
+                bytes_per_packet=bpp[i],
+                size_histogram=size[i],
+                top_sources=tops_src.get(t, []),
+                top_prefixes=tops_pfx.get(t, []),
+                sip_methods=methods,
+                sip_scanner_packets=a[C_SIP_SCAN],
+                sip_malformed_packets=a[C_SIP_BAD],
+                sip_sampled_packets=a[C_SIP_RAW],
+                flow_records=a[C_RECORDS],
+                sampled=a[C_SAMPLED] > 0,
             )
-        self._acc[:, active] = 0
-        self._size[:, active] = 0
-        self._sip[:, active] = 0
+            out.append(msg)
+        self._acc[:] = 0
+        self._size[:] = 0
+        self._sip[:] = 0
         self._active[:] = False
         self._exporters.clear()
         self._reduced = None
@@ -269,11 +286,12 @@ class TickAggregator:
         return out
 
 
-def _group_tops(arr: np.ndarray, prefixes: bool = False) -> dict[int, list[SourceCount]]:
-    out: dict[int, list[SourceCount]] = {}
+def _group_tops(arr: np.ndarray, prefixes: bool = False) -> dict[int, list[dict[str, Any]]]:
+    """Per target, its top rows as ``SourceCount``-shaped dicts."""
+    out: dict[int, list[dict[str, Any]]] = {}
     for t, h, lo, p, b in arr.tolist():
         addr = halves_to_addr(h, lo)
         if prefixes:
             addr = f"{addr}/24" if h == 0 and (lo >> 32) == 0xFFFF else f"{addr}/64"
-        out.setdefault(t, []).append(SourceCount.model_construct(source=addr, packets=int(p), bytes=int(b)))
+        out.setdefault(t, []).append({"source": addr, "packets": int(p), "bytes": int(b)})
     return out

@@ -76,7 +76,7 @@ def build_router(get_pipeline: Callable[[], Pipeline], get_status: Callable[[], 
                     "ports": str(td.monitor.ports) if td.monitor.ports else None,
                     "role": td.monitor.effective_role,
                     "region": td.region,
-                    "last_tick": last.model_dump(mode="json") if last else None,
+                    "last_tick": last,
                 }
             )
             if len(out) >= limit:

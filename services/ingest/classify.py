@@ -17,9 +17,43 @@ import numpy as np
 
 from voxguard.ingest.decode.flows import halves_to_addr
 from voxguard.ingest.hll import hash_addresses
-from voxguard.shared.config import TargetDef, VoxGuardConfig
+from voxguard.shared.config import Monitor, TargetDef, Tier, VoxGuardConfig, target_id
 
-_ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+
+@dataclass(slots=True)
+class TargetInfo:
+    """What the collector needs of a target, computed once (host targets are made by the
+    thousand on the hot path, so this is a slotted dataclass, not a pydantic model)."""
+
+    id: str
+    name: str
+    tier: Tier
+    component: str
+    host: str | None
+    monitor: Monitor
+    region: str | None
+    static: dict[str, object]  # the message fields that never change, ready to copy
+
+    @classmethod
+    def of(cls, td: TargetDef) -> TargetInfo:
+        """From a configured target."""
+        return cls._make(td.id, td.name, td.tier, td.component, None, td.monitor, td.region)
+
+    def for_host(self, host: str) -> TargetInfo:
+        """The per-host target for one address inside this component target."""
+        tid = target_id(self.tier, host, self.monitor)
+        name = f"{self.component} {host} {self.monitor.label()}"
+        return self._make(tid, name, self.tier, self.component, host, self.monitor, self.region)
+
+    @classmethod
+    def _make(cls, tid: str, name: str, tier: Tier, component: str, host: str | None, monitor: Monitor,
+              region: str | None) -> TargetInfo:
+        static: dict[str, object] = {
+            "tier": tier.value, "target_id": tid, "target": name, "component": component, "host": host,
+            "protocol": monitor.protocol.value, "ports": str(monitor.ports) if monitor.ports else None,
+            "role": monitor.effective_role, "region": region,
+        }
+        return cls(tid, name, tier, component, host, monitor, region, static)
 
 
 def _prefix_masks(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int, int, int]:
@@ -50,7 +84,7 @@ class TargetTable:
     def __init__(self, config: VoxGuardConfig):
         self.config = config
         self.max_host_targets = config.ingest.max_host_targets
-        self.targets: list[TargetDef] = []
+        self.targets: list[TargetInfo] = []
         self.index: dict[str, int] = {}
         exporters = [e.name for e in config.exporters]
         self.exporter_names = exporters
@@ -89,7 +123,7 @@ class TargetTable:
                         region=comp.region,
                         tags=tuple(comp.tags),
                     )
-                    row[mi] = self._add(td)
+                    row[mi] = self._add(TargetInfo.of(td))
                 comp_targets.append(row)
         self.n_config_targets = len(self.targets)
         prefixes.sort(key=lambda p: -p[0])
@@ -120,10 +154,10 @@ class TargetTable:
         self._host_index: dict[tuple[int, int, int], int] = {}
         self.host_targets_dropped = 0
 
-    def _add(self, td: TargetDef) -> int:
+    def _add(self, info: TargetInfo) -> int:
         ix = len(self.targets)
-        self.targets.append(td)
-        self.index[td.id] = ix
+        self.targets.append(info)
+        self.index[info.id] = ix
         return ix
 
     @property

@@ -16,16 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from voxguard.ingest.pipeline import Pipeline
 from voxguard.ingest.udpstats import kernel_drops, socket_inode
 from voxguard.shared.config import VoxGuardConfig
-from voxguard.shared.messages import TrafficTick
 
 log = logging.getLogger("voxguard.ingest.collector")
 
 MAX_DATAGRAM = 65_535
-TickSink = Callable[[list[TrafficTick]], None]
+TickSink = Callable[[list[dict[str, Any]]], None]  # TrafficTick-shaped dicts
 
 
 @dataclass(slots=True)
@@ -175,7 +175,7 @@ class Collector:
         finally:
             sel.close()
 
-    def _emit(self, ticks: list[TrafficTick]) -> None:
+    def _emit(self, ticks: list[dict[str, Any]]) -> None:
         if not ticks:
             return
         try:

@@ -11,6 +11,7 @@ from voxguard.ingest.aggregate import TickAggregator
 from voxguard.ingest.classify import TargetTable
 from voxguard.ingest.decode.flows import SipFlag, SipMethod, addr_to_halves, empty_flows
 from voxguard.shared.config import parse_config
+from voxguard.shared.messages import TrafficTick
 
 CFG = {
     "exporters": [
@@ -177,7 +178,7 @@ def test_aggregation_known_answers(table: TargetTable) -> None:
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
     agg.add(f, c.rows, c.targets, exp)  # two batches in one tick add up
-    ticks = {t.target: t for t in agg.flush(1_700_000_000.0, table.targets, table.exporter_names)}
+    ticks = {t["target"]: TrafficTick.model_validate(t) for t in agg.flush(1_700_000_000.0, table.targets, table.exporter_names)}
     sip = ticks["sbc-a udp/5060"]
     assert sip.packets == 2 * (1000 + 100 + 2 + 1 + 1)
     assert sip.bytes == 2 * (500_000 + 10_000 + 1000 + 300 + 80)
@@ -214,7 +215,8 @@ def test_distinct_sources_estimate_at_scale(table: TargetTable) -> None:
     exp = np.zeros(n, dtype=np.int64)
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
-    (tick,) = agg.flush(0.0, table.targets, table.exporter_names)
+    (raw,) = agg.flush(0.0, table.targets, table.exporter_names)
+    tick = TrafficTick.model_validate(raw)
     assert abs(tick.distinct_sources - truth) / truth < 0.15
     assert len(tick.top_sources) == 10
     assert all(a.packets >= b.packets for a, b in zip(tick.top_sources, tick.top_sources[1:], strict=False))
@@ -231,7 +233,8 @@ def test_ipv6_prefixes_in_top_lists(table: TargetTable) -> None:
     agg = TickAggregator()
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
-    (tick,) = agg.flush(0.0, table.targets, table.exporter_names)
+    (raw,) = agg.flush(0.0, table.targets, table.exporter_names)
+    tick = TrafficTick.model_validate(raw)
     assert tick.top_prefixes[0].source == "2001:db8:aaaa:1::/64"
     assert tick.top_prefixes[0].packets == 7
     assert ipaddress.ip_address(tick.top_sources[0].source) == ipaddress.ip_address("2001:db8:aaaa:1::6")

@@ -14,8 +14,8 @@ from voxguard.ingest.pipeline import Pipeline
 
 
 def build_router(get_pipeline: Callable[[], Pipeline], get_status: Callable[[], dict[str, Any]]) -> APIRouter:
-    """Routes under ``/v1`` for one collector (the caller adds authentication)."""
-    router = APIRouter(prefix="/v1", tags=["ingest"])
+    """Routes for one collector; the app factory mounts them under ``/v1`` behind API keys."""
+    router = APIRouter(tags=["ingest"])
 
     @router.get("/exporters", summary="Every exporter the collector hears from")
     def exporters() -> list[dict[str, Any]]:

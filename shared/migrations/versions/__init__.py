@@ -1,0 +1,1 @@
+"""Revisions (a package only so wheels ship them; Alembic skips this file)."""

@@ -101,6 +101,9 @@ def configure_logging(service: str, level: str | int | None = None, fmt: str | N
             root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # libraries that narrate routine work at INFO: keep their warnings only
+    for noisy in ("alembic", "nats", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:

@@ -238,7 +238,7 @@ class TickAggregator:
         bpp = (self._acc[C_BYTES, active] / np.maximum(self._acc[C_PACKETS, active], 1)).round(2).tolist()
         size = self._size[:, active].T.astype(np.int64).tolist()
         sip_rows = self._sip[:, active].T
-        has_sip = sip_rows.any(axis=1).tolist()
+        has_sip = np.asarray(sip_rows.any(axis=1), dtype=bool)
         out: list[dict[str, Any]] = []
         ids = uuid.uuid4().hex[:16]
         for i, t in enumerate(active.tolist()):

@@ -39,7 +39,7 @@ def up(
     cfg_path = resolve_config_path(config, settings)
     cfg = load_or_exit(cfg_path)
     var_dir = settings.ensure_var_dir()
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     keys = open_keystore(settings)
     admin_key = keys.ensure_admin_key(var_dir)
     with nats_for(settings, var_dir) as (nats_url, embedded):

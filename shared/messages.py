@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,7 +45,7 @@ class Message(BaseModel):
         return value
 
     def subject(self) -> str:
-        """The subject this message is published on."""
+        """The subject this message is published on (``all`` when it has no tier)."""
         tier = getattr(self, "tier", None)
         tier_s = tier.value if isinstance(tier, Tier) else str(tier or "all")
         return subject_for(self.kind, tier_s)
@@ -102,3 +102,128 @@ class TrafficTick(Message):
     sampled: bool = False
 
     SIZE_BUCKETS: ClassVar[tuple[int, ...]] = (100, 200, 400, 800, 1200)  # upper bounds; last = more
+
+
+# -- events: anomalies, incidents, mitigations, notifications -------------------------------
+
+Severity = Literal["info", "warning", "major", "critical"]
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "major": 2, "critical": 3}
+
+
+class Anomaly(Message):
+    """One detector firing on one target for one tick (the detector's raw output)."""
+
+    kind: ClassVar[str] = "anomaly"
+
+    tier: Tier
+    vector: str  # an id of the attack catalogue (config.VECTORS)
+    target_id: str
+    target: str
+    metric: str  # e.g. "packets_per_s", "new_connections_per_s"
+    observed: float
+    baseline: float
+    ratio: float
+    tick_start: datetime
+    learning: bool = False  # the target's baseline has not converged: monitor only
+    top_sources: list[SourceCount] = Field(default_factory=list)
+    top_prefixes: list[SourceCount] = Field(default_factory=list)
+    detail: dict[str, float | int | str] = Field(default_factory=dict)
+
+
+class IncidentView(BaseModel):
+    """An incident as the API returns it and as events carry it (design.md section 2)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    tier: Tier
+    target_id: str
+    target: str
+    component: str | None = None
+    host: str | None = None
+    region: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    vectors: list[str]
+    state: Literal["open", "mitigated", "resolved"]
+    severity: Severity
+    opened_at: datetime
+    updated_at: datetime | None = None
+    resolved_at: datetime | None = None
+    peak_ratio: float = 0.0
+    peak_value: float = 0.0
+    baseline_value: float = 0.0
+    metric: str | None = None
+    learning: bool = False  # opened while the target was still learning: never mitigated
+    top_sources: list[SourceCount] = Field(default_factory=list)
+    top_prefixes: list[SourceCount] = Field(default_factory=list)
+    runbook: str | None = None
+
+
+class IncidentEvent(Message):
+    """``voxguard.incident.v1.<tier>``: an incident opened, changed or ended."""
+
+    kind: ClassVar[str] = "incident"
+
+    event: Literal["opened", "updated", "mitigated", "resolved"]
+    tier: Tier
+    incident: IncidentView
+
+
+class FlowMatch(BaseModel):
+    """What a FlowSpec rule matches (RFC 8955 / 8956 components we use)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    destination: str  # prefix of the attacked component
+    sources: list[str] = Field(default_factory=list)  # source prefixes; empty = any
+    protocol: Literal["udp", "tcp", "icmp", "any"] = "any"
+    destination_ports: str | None = None  # "5060" or "10000-20000"
+
+
+class MitigationView(BaseModel):
+    """A mitigation as the API returns it and as events carry it (design.md section 4)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    incident_id: str | None = None  # None for a manual rule
+    tier: Tier | None = None
+    target_id: str | None = None
+    state: Literal["proposed", "pending_approval", "announced", "withdrawn", "failed", "rejected"]
+    action: Literal["discard", "rate_limit", "accept"]
+    rate_bps: int | None = None
+    match: FlowMatch
+    expires_at: datetime | None = None
+    reason: str | None = None  # the rail or whitelist entry that stopped it, when rejected
+    command: str | None = None  # the ExaBGP text it announces
+    created_at: datetime | None = None
+    announced_at: datetime | None = None
+    withdrawn_at: datetime | None = None
+    created_by: str | None = None
+
+
+class MitigationEvent(Message):
+    """``voxguard.mitigation.v1.<tier>``: a rule proposed, announced, withdrawn, failed or rejected."""
+
+    kind: ClassVar[str] = "mitigation"
+
+    event: Literal["proposed", "pending_approval", "announced", "withdrawn", "failed", "rejected"]
+    tier: Tier | None = None
+    mitigation: MitigationView
+
+
+class NotificationEvent(Message):
+    """``voxguard.notification.v1.<tier>``: the outcome of one delivery attempt to one channel."""
+
+    kind: ClassVar[str] = "notification"
+
+    tier: Tier | None = None
+    source_event_id: str  # the incident or mitigation event that caused it
+    incident_id: str | None = None
+    channel: str
+    provider: str  # slack, pagerduty, email, webhook, statuspage, instatus, cachet
+    status: Literal["sent", "failed", "retrying", "dead_letter", "suppressed"]
+    attempt: int = Field(ge=1)
+    response_code: int | None = None
+    latency_ms: float | None = None
+    detail: str | None = None

@@ -105,8 +105,17 @@ async def test_exporters_stats_flows_and_auth(running: Running) -> None:
     r = await running.get("/v1/exporters")
     assert r.status_code == 200
     (exp,) = r.json()
-    for key in ("address", "formats", "templates", "sampling_interval", "last_seen", "datagrams", "records",
-                "decode_errors", "sequence_gaps"):
+    for key in (
+        "address",
+        "formats",
+        "templates",
+        "sampling_interval",
+        "last_seen",
+        "datagrams",
+        "records",
+        "decode_errors",
+        "sequence_gaps",
+    ):
         assert key in exp
     assert exp["address"] == "127.0.0.1" and exp["name"] == "edge" and exp["formats"] == ["netflow9"]
     assert exp["records"] == 300 and exp["decode_errors"] == 0 and exp["sequence_gaps"] == 0
@@ -145,8 +154,25 @@ async def test_evidence_pcap_holds_sampled_sip(running: Running, need_tool: Any,
     pkts = list(dpkt.pcap.Reader(pcap.open("rb")))
     assert len(pkts) == 12
     tshark = need_tool("tshark")
-    out = subprocess.run([str(tshark), "-n", "-r", str(pcap), "-T", "fields", "-e", "ip.dst", "-e",
-                          "sip.Method", "-e", "sip.User-Agent"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(tshark),
+            "-n",
+            "-r",
+            str(pcap),
+            "-T",
+            "fields",
+            "-e",
+            "ip.dst",
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.User-Agent",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [line.split("\t") for line in out.splitlines()]
     assert len(rows) == 12 and all(r[0] == SBC and r[1] == "INVITE" and r[2] == "friendly-scanner" for r in rows)
 
@@ -195,23 +221,38 @@ async def test_hostile_traffic_costs_nothing_accepted(running: Running) -> None:
     await running.wait_for(lambda: pipe.stats.flow_records >= 2100)
 
 
-def test_decode_cli_matches_manifest_counts(shared_dir: Path) -> None:
+def test_decode_matches_manifest_counts(shared_dir: Path) -> None:
     import json
+
+    from voxguard.cli.decode_cmd import decode_file
 
     captures = shared_dir / "data" / "captures"
     manifest = json.loads((captures / "manifest.json").read_text())
     for entry in manifest:
-        out = subprocess.run([sys.executable, "-m", "voxguard.cli.main", "decode", str(captures / entry["file"])],
-                             capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        recs = [json.loads(line) for line in out.stdout.splitlines()]
-        want = entry["cflow_flow_records"] + entry["cflow_options_records"] + entry["sflow_flow_samples"] + \
-            entry["sflow_counter_samples"]
+        recs, _errors = decode_file(captures / entry["file"])
+        want = (
+            entry["cflow_flow_records"]
+            + entry["cflow_options_records"]
+            + entry["sflow_flow_samples"]
+            + entry["sflow_counter_samples"]
+        )
         assert len(recs) == want, entry["file"]
         for r in recs:
             assert {"exporter", "observationDomainId"} <= r.keys(), entry["file"]
             if "counters" not in r.get("sampleType", ""):
                 assert "samplingInterval" in r, entry["file"]
+    # and the command itself prints the same records as JSON lines
+    cap = captures / "nf9_cisco_asa_nsel.pcap"
+    out = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli.main", "decode", str(cap)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines == json.loads(json.dumps(decode_file(cap)[0], default=str))
+    bad = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli.main", "decode", __file__], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 1 and "error" in bad.stderr
 
 
 def test_replay_cli_sends_every_datagram(shared_dir: Path) -> None:
@@ -221,8 +262,13 @@ def test_replay_cli_sends_every_datagram(shared_dir: Path) -> None:
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     rx.settimeout(5)
     port = rx.getsockname()[1]
-    out = subprocess.run([sys.executable, "-m", "voxguard.cli.main", "replay", str(cap), "--to", f"127.0.0.1:{port}",
-                          "--rate", "5000"], capture_output=True, text=True, timeout=60, env=os.environ)
+    out = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli.main", "replay", str(cap), "--to", f"127.0.0.1:{port}", "--rate", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ,
+    )
     assert out.returncode == 0, out.stderr
     assert "sent 596 datagrams" in out.stdout
     got = 0
@@ -234,6 +280,10 @@ def test_replay_cli_sends_every_datagram(shared_dir: Path) -> None:
         pass
     rx.close()
     assert got == 596
-    bad = subprocess.run([sys.executable, "-m", "voxguard.cli.main", "replay", __file__, "--to", "127.0.0.1:9"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "voxguard.cli.main", "replay", __file__, "--to", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and "error" in bad.stderr

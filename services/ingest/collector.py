@@ -53,12 +53,14 @@ class Collector:
         *,
         pipeline: Pipeline | None = None,
         batch_size: int = 256,
+        max_batch_wait: float = 0.005,
         host: str | None = None,
     ):
         self.config = config
         self.sink = sink
         self.pipeline = pipeline or Pipeline(config)
         self.batch_size = batch_size
+        self.max_batch_wait = max_batch_wait
         self.host = host if host is not None else config.ingest.host
         self.listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
@@ -137,10 +139,13 @@ class Collector:
         pipeline = self.pipeline
         batch_size = self.batch_size
         last_drop_check = 0.0
+        batch: list[tuple[bytes, str]] = []
+        deadline = 0.0  # when the batch being gathered must be processed, full or not
+        max_wait = self.max_batch_wait
         try:
             while not self._stop.is_set():
-                events = sel.select(timeout=0.05)
-                batch: list[tuple[bytes, str]] = []
+                wait = 0.05 if not batch else max(0.0, deadline - time.monotonic())
+                events = sel.select(timeout=wait)
                 for key, _ in events:
                     recv = key.fileobj.recvfrom_into  # type: ignore[union-attr]
                     for _ in range(batch_size):
@@ -151,9 +156,12 @@ class Collector:
                         except OSError as exc:  # e.g. ICMP errors surfacing on the socket
                             log.debug("recv error: %s", exc)
                             break
+                        if not batch:
+                            deadline = time.monotonic() + max_wait
                         batch.append((view[:n].tobytes(), addr[0]))
                 now = time.time()
-                if batch:
+                # per-batch costs are fixed, so a batch is processed full or after max_wait
+                if batch and (len(batch) >= batch_size or time.monotonic() >= deadline):
                     started = time.perf_counter()
                     try:
                         pipeline.process(batch, now)
@@ -163,11 +171,14 @@ class Collector:
                             self._last_failure_log = now
                             log.exception("batch of %d datagrams failed (%d so far)", len(batch), self.failed_batches)
                     pipeline.metrics.batch_seconds.observe(time.perf_counter() - started)
+                    batch = []
                 if pipeline.tick_due(now):
                     self._emit(pipeline.flush(now))
                 if now - last_drop_check >= 1.0:
                     last_drop_check = now
                     self._update_drop_metrics()
+            if batch:
+                pipeline.process(batch, time.time())
             self._emit(pipeline.flush(time.time()))
         except BaseException as exc:  # the thread must not die silently
             self.error = exc

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import socket
 import subprocess
 import sys
@@ -89,6 +90,70 @@ def bench_pipeline(cfg: VoxGuardConfig, datagrams: list[tuple[bytes, str]], reco
         best = max(best, records / dt)
     pipe.flush()
     return best
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_memory(n_hosts: int = 100_000, n_templates: int = 100_000) -> None:
+    """State stays bounded: 100,000 per-host targets, then a flood of template ids."""
+    from voxguard.ingest.decode.flows import v4_to_lo
+    from voxguard.shared.config import parse_config
+
+    cfg = parse_config(
+        {
+            "exporters": [{"name": "e", "address": "127.0.0.1"}],
+            "ingest": {"max_host_targets": n_hosts},
+            "tiers": {
+                "media": {
+                    "exporters": ["e"],
+                    "components": [{"name": "big", "addresses": ["10.0.0.0/14"]}],
+                    "monitors": [{"protocol": "udp", "ports": "10000-20000"}],
+                }
+            },
+        }
+    )
+    pipe = Pipeline(cfg, metrics=IngestMetrics(CollectorRegistry()))
+    before = rss_mb()
+    f = empty_flows(n_hosts * 2)
+    f["dst_lo"] = v4_to_lo((np.arange(n_hosts * 2, dtype=np.uint64) % np.uint64(n_hosts * 2)) + np.uint64(10 << 24))
+    f["src_lo"] = v4_to_lo(np.arange(n_hosts * 2, dtype=np.uint64))
+    f["proto"], f["dst_port"], f["packets"], f["bytes"] = 17, 12000, 1, 100
+    exp = np.zeros(len(f), dtype=np.int64)
+    t0 = time.perf_counter()
+    c = pipe.table.classify(f, exp)  # a sweep over 200,000 hosts: the first 100,000 get targets
+    pipe.aggregator.add(f, c.rows, c.targets, exp)
+    t1 = time.perf_counter()
+    ticks = pipe.flush(time.time())
+    t2 = time.perf_counter()
+    after = rss_mb()
+    print(
+        f"memory: {pipe.table.host_target_count:,} host targets (cap {n_hosts:,}, "
+        f"{pipe.table.host_targets_dropped:,} refused), RSS +{after - before:.0f} MiB "
+        f"= {(after - before) * 1024 * 1024 / max(pipe.table.host_target_count, 1):,.0f} bytes per target; "
+        f"first sight {t1 - t0:.2f}s, tick flush {t2 - t1:.2f}s for {len(ticks):,} messages "
+        f"(host messages capped at {cfg.ingest.max_host_ticks:,}/tick)"
+    )
+    before = rss_mb()
+    dgs = []
+    for i in range(n_templates):  # one template set per datagram, every id new
+        tid = 256 + (i % 65000)
+        body = struct.pack("!HH", tid, 2) + struct.pack("!HHHH", 8, 4, 12, 4)
+        fs = struct.pack("!HH", 0, 4 + len(body)) + body
+        dgs.append((struct.pack("!HHIIII", 9, 1, 0, 0, i, i % 97) + fs, f"127.0.{(i // 1000) % 255}.{i % 250}"))
+    for i in range(0, len(dgs), 256):
+        pipe.process(dgs[i : i + 256], time.time())
+    cache = pipe.netflow.templates
+    held = sum(len(d["templates"]) for d in cache.snapshot())
+    print(
+        f"template flood: {n_templates:,} template ids from {len(pipe.registry):,} exporter addresses -> "
+        f"{held:,} templates kept, RSS +{rss_mb() - before:.0f} MiB"
+    )
 
 
 def sender_main(args: argparse.Namespace) -> None:
@@ -251,6 +316,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, nargs="*", default=[500_000.0], help="records/s to replay")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-nfcapd", action="store_true")
+    ap.add_argument("--memory", action="store_true", help="only the memory figures")
     ap.add_argument("--send", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=PORT, help=argparse.SUPPRESS)
     ap.add_argument("--pool", type=int, default=200_000, help=argparse.SUPPRESS)
@@ -258,6 +324,9 @@ def main() -> None:
     if args.send:
         args.rate = args.rate[0]
         sender_main(args)
+        return
+    if args.memory:
+        bench_memory()
         return
     cfg = load_config(example_config_path())
     cfg = cfg.model_copy(

@@ -106,7 +106,7 @@ class Pipeline:
                 elif not self.accept_unknown:
                     accept[i] = False
             exporter_of_dg[i] = ix
-            key = (st.name or st.address, rep.format)
+            key = (st.name or "unconfigured", rep.format)  # bounded label cardinality
             t = tallies.get(key)
             if t is None:
                 t = tallies[key] = [0, 0, 0]

@@ -20,8 +20,8 @@ import os
 import re
 import shutil
 import signal
-import struct
 import socket
+import struct
 import subprocess
 import sys
 import tempfile

@@ -46,12 +46,19 @@ class TargetInfo:
         return self._make(tid, name, self.tier, self.component, host, self.monitor, self.region)
 
     @classmethod
-    def _make(cls, tid: str, name: str, tier: Tier, component: str, host: str | None, monitor: Monitor,
-              region: str | None) -> TargetInfo:
+    def _make(
+        cls, tid: str, name: str, tier: Tier, component: str, host: str | None, monitor: Monitor, region: str | None
+    ) -> TargetInfo:
         static: dict[str, object] = {
-            "tier": tier.value, "target_id": tid, "target": name, "component": component, "host": host,
-            "protocol": monitor.protocol.value, "ports": str(monitor.ports) if monitor.ports else None,
-            "role": monitor.effective_role, "region": region,
+            "tier": tier.value,
+            "target_id": tid,
+            "target": name,
+            "component": component,
+            "host": host,
+            "protocol": monitor.protocol.value,
+            "ports": str(monitor.ports) if monitor.ports else None,
+            "role": monitor.effective_role,
+            "region": region,
         }
         return cls(tid, name, tier, component, host, monitor, region, static)
 

@@ -27,9 +27,21 @@ def start(tmp: Path, http_port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "VOXGUARD_CONFIG")}
     env["VOXGUARD_VAR_DIR"] = str(tmp / "var")
     return subprocess.Popen(
-        [sys.executable, "-m", "voxguard.cli.main", "up", "--config", str(tmp / "voxguard.yaml"),
-         "--http", f"127.0.0.1:{http_port}"],
-        cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "voxguard.cli.main",
+            "up",
+            "--config",
+            str(tmp / "voxguard.yaml"),
+            "--http",
+            f"127.0.0.1:{http_port}",
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -57,8 +69,12 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 def test_up_runs_all_services_and_resumes(tmp_path: Path) -> None:
     cfg = yaml.safe_load(example_config_path().read_text())
-    cfg["ingest"].update(host="127.0.0.1", netflow_port=free_port(socket.SOCK_DGRAM),
-                         ipfix_port=free_port(socket.SOCK_DGRAM), sflow_port=free_port(socket.SOCK_DGRAM))
+    cfg["ingest"].update(
+        host="127.0.0.1",
+        netflow_port=free_port(socket.SOCK_DGRAM),
+        ipfix_port=free_port(socket.SOCK_DGRAM),
+        sflow_port=free_port(socket.SOCK_DGRAM),
+    )
     (tmp_path / "voxguard.yaml").write_text(yaml.safe_dump(cfg))
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -178,7 +178,10 @@ def test_aggregation_known_answers(table: TargetTable) -> None:
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
     agg.add(f, c.rows, c.targets, exp)  # two batches in one tick add up
-    ticks = {t["target"]: TrafficTick.model_validate(t) for t in agg.flush(1_700_000_000.0, table.targets, table.exporter_names)}
+    ticks = {
+        t["target"]: TrafficTick.model_validate(t)
+        for t in agg.flush(1_700_000_000.0, table.targets, table.exporter_names)
+    }
     sip = ticks["sbc-a udp/5060"]
     assert sip.packets == 2 * (1000 + 100 + 2 + 1 + 1)
     assert sip.bytes == 2 * (500_000 + 10_000 + 1000 + 300 + 80)

@@ -29,8 +29,17 @@ def simulate(
 ) -> None:
     """Emit realistic VoIP traffic for the config's tiers, with attacks from the catalogue, bounded in time."""
     code = run_simulate(
-        config, to=to, duration=duration, attacks=attack or None, seed=seed, rate=rate, sampling=sampling,
-        netflow_sampling=netflow_sampling, formats=formats, time_warp=time_warp, list_scenarios=list_scenarios,
+        config,
+        to=to,
+        duration=duration,
+        attacks=attack or None,
+        seed=seed,
+        rate=rate,
+        sampling=sampling,
+        netflow_sampling=netflow_sampling,
+        formats=formats,
+        time_warp=time_warp,
+        list_scenarios=list_scenarios,
         json_output=json_output,
     )
     raise typer.Exit(code)

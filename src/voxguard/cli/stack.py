@@ -92,4 +92,9 @@ def build_stack(ctx: ServiceContext, services: tuple[str, ...], keys: KeyStore) 
             specs.append(build_notify(ctx))
         else:
             raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
-    return Stack(create_combined_app(specs, keys=keys), ctx)
+    app = create_combined_app(specs, keys=keys)
+    if "baseline" in services:  # the NOC dashboard at /, served wherever the baseline service is
+        from voxguard.baseline.dashboard.routes import router as dashboard
+
+        app.include_router(dashboard)
+    return Stack(app, ctx)

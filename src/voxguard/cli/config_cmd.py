@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from voxguard.shared.config import ConfigError, load_config
+from voxguard.cli.configload import load_full_config
+from voxguard.shared.config import ConfigError
 
 app = typer.Typer(help="Work with voxguard.yaml.", no_args_is_help=True)
 
@@ -18,7 +19,7 @@ def check(file: Path = typer.Argument(..., help="The voxguard.yaml to validate."
     """Validate FILE; print a summary of the targets, or every error with its key path."""
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     try:
-        cfg = load_config(file)
+        cfg = load_full_config(file)
     except ConfigError as exc:
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         err.print(f"[bold red]{exc.source}: {len(exc.errors)} error(s)[/]")

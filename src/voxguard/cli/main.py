@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from voxguard.cli import config_cmd, decode_cmd, keys_cmd, replay_cmd, serve_cmd, simulate_cmd, up_cmd
+from voxguard.cli import backfill_cmd, config_cmd, decode_cmd, keys_cmd, replay_cmd, serve_cmd, simulate_cmd, up_cmd
 
 app = typer.Typer(
     name="voxguard",
@@ -22,6 +22,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.command("up")(up_cmd.up)
 app.command("serve")(serve_cmd.serve)
 app.command("simulate")(simulate_cmd.simulate)
+app.command("backfill")(backfill_cmd.backfill)
 
 if __name__ == "__main__":
     app()

@@ -10,8 +10,9 @@ from pathlib import Path
 import typer
 from fastapi import FastAPI
 
+from voxguard.cli.configload import load_full_config
 from voxguard.shared.auth import KeyStore
-from voxguard.shared.config import ConfigError, VoxGuardConfig, example_config_path, load_config
+from voxguard.shared.config import ConfigError, VoxGuardConfig, example_config_path
 from voxguard.shared.db import make_engine
 from voxguard.shared.http import ServiceSpec, create_combined_app
 from voxguard.shared.natsserver import NatsServer
@@ -32,7 +33,7 @@ def resolve_config_path(explicit: Path | None, settings: Settings) -> Path:
 def load_or_exit(path: Path) -> VoxGuardConfig:
     """Load the config or print every error and exit 2."""
     try:
-        return load_config(path)
+        return load_full_config(path)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-import yaml
 
-from voxguard.shared.config import example_config_path
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from conftest import example_config_on_free_ports, free_port, wait_http_ready
 
 
 def start(tmp: Path, http_port: int) -> subprocess.Popen[str]:
@@ -45,21 +36,6 @@ def start(tmp: Path, http_port: int) -> subprocess.Popen[str]:
     )
 
 
-def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 90) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    last: httpx.Response | None = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "exited"
-        try:
-            last = httpx.get(f"{base}/readyz", timeout=2)
-            if last.status_code == 200:
-                return last
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"not ready in {timeout}s: {last.text if last else 'no answer'}")
-
-
 def stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
@@ -68,19 +44,12 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 
 def test_up_runs_all_services_and_resumes(tmp_path: Path) -> None:
-    cfg = yaml.safe_load(example_config_path().read_text())
-    cfg["ingest"].update(
-        host="127.0.0.1",
-        netflow_port=free_port(socket.SOCK_DGRAM),
-        ipfix_port=free_port(socket.SOCK_DGRAM),
-        sflow_port=free_port(socket.SOCK_DGRAM),
-    )
-    (tmp_path / "voxguard.yaml").write_text(yaml.safe_dump(cfg))
+    example_config_on_free_ports(tmp_path / "voxguard.yaml")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start(tmp_path, port)
     try:
-        ready = wait_ready(base, proc).json()
+        ready = wait_http_ready(base, proc).json()
         assert {"ingest", "baseline", "mitigate", "notify"} <= set(ready["services"])
         assert all(c["ok"] for c in ready["checks"].values())
         key_file = tmp_path / "var" / "admin.key"
@@ -99,7 +68,7 @@ def test_up_runs_all_services_and_resumes(tmp_path: Path) -> None:
     # a second start resumes: the same key works, no new admin key
     proc = start(tmp_path, port)
     try:
-        wait_ready(base, proc)
+        wait_http_ready(base, proc)
         r = httpx.get(f"{base}/v1/ingest/stats", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200
     finally:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from voxguard.shared.config import example_config_path
+from conftest import example_config_on_free_ports, free_port, stop_process, wait_http_ready
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -30,12 +26,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Stack:
     base: str
@@ -45,15 +35,7 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    cfg = yaml.safe_load(example_config_path().read_text())
-    cfg["ingest"].update(
-        host="127.0.0.1",
-        netflow_port=free_port(socket.SOCK_DGRAM),
-        ipfix_port=free_port(socket.SOCK_DGRAM),
-        sflow_port=free_port(socket.SOCK_DGRAM),
-    )
-    config = tmp_path / "voxguard.yaml"
-    config.write_text(yaml.safe_dump(cfg))
+    config = example_config_on_free_ports(tmp_path / "voxguard.yaml")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "DATABASE_URL", "VOXGUARD_CONFIG")}
     env["VOXGUARD_VAR_DIR"] = str(tmp_path / "var")
@@ -66,22 +48,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "voxguard up exited"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        wait_http_ready(base, proc)
         yield Stack(base, (tmp_path / "var" / "admin.key").read_text().strip(), config)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def test_dashboard_shows_live_traffic(stack: Stack, need_tool: Callable[[str], Path], tmp_path: Path) -> None:

@@ -5,21 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from conftest import example_config_on_free_ports, free_port, stop_process, wait_http_ready
 from voxguard.cli.stack import SERVICES
 from voxguard.shared.config import example_config_path
 
@@ -96,52 +93,24 @@ def test_k8s_config_is_the_example_config() -> None:
     assert (REPO_ROOT / "k8s" / "base" / "voxguard.yaml").read_text() == example_config_path().read_text()
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("service", SERVICES)
 def test_image_entry_point_serves(service: str, nats_url: str, tmp_path: Path) -> None:
     """`voxguard serve SERVICE` (every image's entry point) starts and becomes ready."""
-    cfg = yaml.safe_load(example_config_path().read_text())
-    cfg["ingest"].update(
-        host="127.0.0.1",
-        netflow_port=free_port(socket.SOCK_DGRAM),
-        ipfix_port=free_port(socket.SOCK_DGRAM),
-        sflow_port=free_port(socket.SOCK_DGRAM),
-    )
-    (tmp_path / "voxguard.yaml").write_text(yaml.safe_dump(cfg))
+    config = example_config_on_free_ports(tmp_path / "voxguard.yaml")
     port = free_port()
     env = dict(
         os.environ,
         NATS_URL=nats_url,
         VOXGUARD_VAR_DIR=str(tmp_path / "var"),
-        VOXGUARD_CONFIG=str(tmp_path / "voxguard.yaml"),
+        VOXGUARD_CONFIG=str(config),
         VOXGUARD_HTTP=f"127.0.0.1:{port}",
     )
     env.pop("DATABASE_URL", None)
     cmd = [sys.executable, "-m", "voxguard.cli.main", *dockerfile_entrypoint(service)[1:]]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                status = r.status_code
-                if status == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        assert status == 200, proc.stdout.read() if proc.poll() is not None and proc.stdout else status
-        assert service in httpx.get(f"http://127.0.0.1:{port}/readyz").json()["services"]
+        ready = wait_http_ready(f"http://127.0.0.1:{port}", proc, timeout=60).json()
+        assert service in ready["services"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     assert proc.returncode == 0

@@ -69,7 +69,16 @@ class Stack:
 
 
 def build_stack(ctx: ServiceContext, services: tuple[str, ...], keys: KeyStore) -> Stack:
-    """One app serving ``services`` (the bus lifespan runs first)."""
+    """One app serving ``services`` (the bus lifespan runs first); exits 2 on a config error
+    found by a service's own section (notifications, bgp, ...), with every error listed."""
+    try:
+        return _build_stack(ctx, services, keys)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _build_stack(ctx: ServiceContext, services: tuple[str, ...], keys: KeyStore) -> Stack:
     specs: list[ServiceSpec] = [
         ServiceSpec(name="bus", lifespans=[ctx.bus_lifespan], readiness={"nats": ctx.bus.ready})
     ]

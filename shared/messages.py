@@ -66,7 +66,12 @@ class SourceCount(BaseModel):
 
 
 class TrafficTick(Message):
-    """What the collector saw for one target during one tick (counts scaled by sampling)."""
+    """What the collector saw for one target during one tick (counts scaled by sampling).
+
+    A flow record that lasted several ticks (a long flow exported at its active timeout) is
+    spread evenly over that many ticks from its arrival (up to 300), so a minute of RTP does
+    not land in one second; fractions carry over, so totals are exact.
+    """
 
     kind: ClassVar[str] = "traffic"
 
@@ -88,7 +93,7 @@ class TrafficTick(Message):
     flows: int = Field(ge=0)
     new_connections: int = Field(default=0, ge=0)  # TCP SYN without ACK
     icmp_packets: int = Field(default=0, ge=0)
-    long_lived_flows: int = Field(default=0, ge=0)  # flows lasting > 60 s (WebSocket, RTP)
+    long_lived_flows: int = Field(default=0, ge=0)  # flows lasting >= 60 s active in the tick (WebSocket, RTP)
     distinct_sources: int = Field(default=0, ge=0)  # HyperLogLog estimate
     bytes_per_packet: float = Field(default=0.0, ge=0)
     size_histogram: list[int] = Field(default_factory=list)  # packets per bytes/packet bucket

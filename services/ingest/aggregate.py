@@ -31,6 +31,10 @@ SYN, ACK = 0x02, 0x10
 _V4_24 = np.uint64(0xFFFF_FFFF_FFFF_FF00)
 _V4_TAG = np.uint64(0xFFFF)
 PARTIAL_LIMIT = 4_000_000
+# A record that lasted several ticks (a long flow exported at its active timeout) is spread
+# evenly over that many ticks from now on, up to SPREAD_HORIZON ticks: counted once, without
+# the spike of a whole minute of RTP arriving in one second.
+SPREAD_HORIZON = 300
 KEEP_PER_TARGET = 1024
 
 # columns of the dense accumulator
@@ -48,6 +52,7 @@ KEEP_PER_TARGET = 1024
     C_SAMPLED,
 ) = range(11)
 N_COLS = 11
+SPREAD_COLS = (C_BYTES, C_PACKETS, C_ICMP, C_LONG)  # the columns a spread record contributes to
 
 _PAIR_DTYPE = np.dtype([("t", "<i8"), ("h", "<u8"), ("l", "<u8"), ("p", "<f8"), ("b", "<f8")])
 
@@ -97,18 +102,25 @@ class TickAggregator:
         self._sip = np.zeros((N_SIP, 1024), dtype=np.float64)
         self._active = np.zeros(1024, dtype=bool)
         self._exporters: dict[int, set[int]] = {}
+        self._last_exporters: dict[int, set[int]] = {}
         self._cols: list[tuple[np.ndarray, ...]] = []
         self._rows = 0
         self._reduced: np.ndarray | None = None  # set after an intermediate reduction
         self._hll = HllBank()
         self.host_ticks_suppressed = 0
+        self._tick_no = 0
+        self._carry = np.zeros((N_COLS, 1024), dtype=np.float64)  # fractions owed to the next tick
+        self._run = np.zeros((len(SPREAD_COLS), 1024), dtype=np.float64)  # per-tick rates of spread records
+        self._start = np.zeros((len(SPREAD_COLS), 1024), dtype=np.float64)  # added at the next flush
+        # end tick -> (targets, weights) parts of the spread records that stop counting then
+        self._pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def _ensure(self, n_targets: int) -> None:
         size = self._acc.shape[1]
         if n_targets <= size:
             return
         new_size = max(n_targets, size * 2)
-        for name in ("_acc", "_size", "_sip"):
+        for name in ("_acc", "_size", "_sip", "_run", "_start", "_carry"):
             old = getattr(self, name)
             new = np.zeros((old.shape[0], new_size), dtype=old.dtype)
             new[:, :size] = old
@@ -134,19 +146,36 @@ class TickAggregator:
         def add(col: int, weights: np.ndarray | None) -> None:
             self._acc[col] += np.bincount(targets, weights=weights, minlength=size)
 
+        start, end = flows["start_ms"][rows], flows["end_ms"][rows]
+        dur_ms = np.where(end > start, end - start, 0).astype(np.float64)
+        icmp = ((proto == 1) | (proto == 58)) * pk
+        long_lived = (dur_ms >= LONG_LIVED_MS) * scale
+        span = np.minimum(np.ceil(dur_ms / (self.tick_seconds * 1000.0)), SPREAD_HORIZON)
+        spread = span >= 2
+        if spread.any():
+            now = ~spread
+            k = span[spread]
+            weights = np.vstack([by[spread] / k, pk[spread] / k, icmp[spread] / k, long_lived[spread]])
+            t_sp = targets[spread]
+            for i in range(len(SPREAD_COLS)):
+                self._start[i] += np.bincount(t_sp, weights=weights[i], minlength=size)
+            ends, inverse = np.unique(k.astype(np.int64), return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            bounds = np.searchsorted(inverse[order], np.arange(1, len(ends)))
+            for end_k, idx in zip(ends.tolist(), np.split(order, bounds), strict=True):
+                self._pending.setdefault(self._tick_no + end_k, []).append((t_sp[idx], weights[:, idx]))
+            by, pk, icmp, long_lived = by * now, pk * now, icmp * now, long_lived * now
         add(C_BYTES, by)
         add(C_PACKETS, pk)
         add(C_FLOWS, scale)
         add(C_RECORDS, None)
-        start, end = flows["start_ms"][rows], flows["end_ms"][rows]
-        add(C_LONG, ((end > start) & ((end - start) >= LONG_LIVED_MS)) * scale)
+        add(C_LONG, long_lived)
         tcp = proto == 6
         if tcp.any():
             syn = tcp & ((flags & SYN) != 0) & (((flags & ACK) == 0) | (flows["packets"][rows] > 1))
             add(C_NEWCONN, syn * scale)
-        icmp = (proto == 1) | (proto == 58)
         if icmp.any():
-            add(C_ICMP, icmp * pk)
+            add(C_ICMP, icmp)
         if (scale > 1).any():
             add(C_SAMPLED, (scale > 1).astype(np.float64))
         sip_m = flows["sip_method"][rows]
@@ -157,9 +186,14 @@ class TickAggregator:
             add(C_SIP_RAW, ((sip_m != 0) | ((sip_fl & SipFlag.MALFORMED) != 0)).astype(np.float64))
             has = sip_m != 0
             np.add.at(self._sip, (sip_m[has].astype(np.intp), targets[has]), scale[has])
-        bpp = np.divide(by, pk, out=np.zeros_like(by), where=pk > 0)
+        raw_by = flows["bytes"][rows].astype(np.float64)
+        raw_pk = flows["packets"][rows].astype(np.float64)
+        bpp = np.divide(raw_by, raw_pk, out=np.zeros_like(raw_by), where=raw_pk > 0)
         bucket = np.searchsorted(SIZE_BUCKETS, bpp, side="left")
-        self._size += np.bincount(bucket * size + targets, weights=pk, minlength=N_SIZE * size).reshape(N_SIZE, size)
+        weight = raw_pk * scale / np.maximum(span, 1)  # a spread record weighs one tick's share
+        self._size += np.bincount(bucket * size + targets, weights=weight, minlength=N_SIZE * size).reshape(
+            N_SIZE, size
+        )
         self._active[:n_t] |= np.bincount(targets, minlength=n_t) > 0
         exp = exporter_ix[rows]
         first_exp = int(exp[0])
@@ -182,6 +216,8 @@ class TickAggregator:
             parts.append(_sum_pairs(*cols))
         if self._reduced is not None:
             parts.append(self._reduced)
+        if not parts:
+            return np.empty(0, dtype=_PAIR_DTYPE)
         pairs = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if len(parts) > 1:
             pairs = _sum_pairs(pairs["t"], pairs["h"], pairs["l"], pairs["p"], pairs["b"])
@@ -213,8 +249,10 @@ class TickAggregator:
         Dicts, not pydantic objects: at 100,000 active targets model construction alone would
         take seconds. ``TrafficTick`` is the schema; the tests validate these dicts against it.
         """
+        self._apply_spread()
         active = np.flatnonzero(self._active)
         if len(active) == 0:
+            self._end_spread()
             return []
         if first_host is not None and max_host_ticks is not None:
             hosts = active[active >= first_host]
@@ -234,7 +272,11 @@ class TickAggregator:
         tops_pfx = _group_tops(_top_per_target(_prefixes(pairs), TOP_N), prefixes=True)
         ts = datetime.fromtimestamp(tick_start, UTC).isoformat()
         now = utcnow().isoformat()
-        acc = self._acc[:, active].T.astype(np.int64).tolist()
+        # whole units out, the fractions of spread records carried to the next tick: exact totals
+        exact = self._acc[:, active] + self._carry[:, active]
+        whole = np.floor(exact + 1e-6)
+        self._carry[:, active] = exact - whole
+        acc = whole.T.astype(np.int64).tolist()
         bpp = (self._acc[C_BYTES, active] / np.maximum(self._acc[C_PACKETS, active], 1)).round(2).tolist()
         size = self._size[:, active].T.astype(np.int64).tolist()
         sip_rows = self._sip[:, active].T
@@ -248,7 +290,7 @@ class TickAggregator:
                 if has_sip[i]
                 else {}
             )
-            exps = self._exporters.get(t, ())
+            exps = self._exporters.get(t) or self._last_exporters.get(t) or set()  # spread-only ticks keep theirs
             msg = dict(targets[t].static)
             msg.update(
                 schema_version=SCHEMA_VERSION,
@@ -280,10 +322,33 @@ class TickAggregator:
         self._size[:] = 0
         self._sip[:] = 0
         self._active[:] = False
+        self._last_exporters.update(self._exporters)
         self._exporters.clear()
         self._reduced = None
         self._hll.reset()
+        self._end_spread()
         return out
+
+    def _apply_spread(self) -> None:
+        """Start this tick's new spread records and count every running one into the tick."""
+        self._run += self._start
+        self._start[:] = 0
+        for i, col in enumerate(SPREAD_COLS):
+            self._acc[col] += self._run[i]
+        self._active |= (self._run > 1e-9).any(axis=0)
+
+    def _end_spread(self) -> None:
+        """Retire the spread records whose span ends with this tick; advance the tick counter."""
+        self._tick_no += 1
+        due = self._pending.pop(self._tick_no, None)
+        if not due:
+            return
+        tgts = np.concatenate([d[0] for d in due])
+        wts = np.hstack([d[1] for d in due])
+        size = self._run.shape[1]
+        for i in range(len(SPREAD_COLS)):
+            self._run[i] -= np.bincount(tgts, weights=wts[i], minlength=size)
+        np.maximum(self._run, 0.0, out=self._run)  # float residue
 
 
 def _group_tops(arr: np.ndarray, prefixes: bool = False) -> dict[int, list[dict[str, Any]]]:

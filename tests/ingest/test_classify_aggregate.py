@@ -202,7 +202,36 @@ def test_aggregation_known_answers(table: TargetTable) -> None:
     assert tls.long_lived_flows == 2
     icmp = ticks["sbc-a icmp"]
     assert icmp.icmp_packets == 14
-    assert agg.flush(1_700_000_001.0, table.targets, table.exporter_names) == []  # reset
+    # the 90 s TLS connection is spread over its 90 ticks; everything else was reset
+    (after,) = agg.flush(1_700_000_001.0, table.targets, table.exporter_names)
+    assert after["target"] == "sbc-a tcp/5061" and after["flow_records"] == 0
+    assert after["packets"] == int(2 * 20 / 90) and after["long_lived_flows"] == 2
+
+
+def test_long_flow_records_are_spread_over_their_duration(table: TargetTable) -> None:
+    """A record exported at a 60 s active timeout counts 1/60 per tick for 60 ticks, not 60x once."""
+    rtp = {
+        "dst": "198.51.100.5",
+        "port": 12000,
+        "packets": 3000,
+        "bytes": 3000 * 200,
+        "start": 1_000_000,
+        "end": 1_060_000,
+    }
+    short = {"dst": "198.51.100.5", "port": 12001, "packets": 10, "bytes": 2000}
+    f = flows_of([rtp, short])
+    exp = np.zeros(len(f), dtype=np.int64)
+    agg = TickAggregator()
+    c = table.classify(f, exp)
+    agg.add(f, c.rows, c.targets, exp)
+    series = []
+    for t in range(70):
+        ticks = {m["target"]: m for m in agg.flush(float(t), table.targets, table.exporter_names)}
+        series.append(ticks.get("gw udp/10000-20000", {}).get("packets", 0))
+    assert series[0] == 50 + 10  # one tick's share of the long record, plus the short one
+    assert series[1:60] == [50] * 59
+    assert series[60:] == [0] * 10  # the span is over: nothing is counted twice
+    assert sum(series) == 3000 + 10
 
 
 def test_distinct_sources_estimate_at_scale(table: TargetTable) -> None:

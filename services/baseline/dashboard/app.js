@@ -4,7 +4,7 @@
 const state = { key: localStorage.getItem("voxguard.key") || "", charts: new Map(), live: new Map(), ws: null };
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-const items = (x) => (Array.isArray(x) ? x : (x && (x.items || x.incidents || x.mitigations || x.deliveries || x.components || x.targets)) || []);
+const items = (x) => (Array.isArray(x) ? x : (x && (x.items || x.incidents || x.mitigations || x.deliveries || x.components || x.targets || x.points)) || []);
 const ago = (t) => { if (!t) return ""; const s = Math.max(0, (Date.now() - Date.parse(t)) / 1000); return s < 90 ? `${s.toFixed(0)} s ago` : s < 5400 ? `${(s / 60).toFixed(0)} min ago` : new Date(t).toLocaleString(); };
 
 async function api(path, opts = {}) {
@@ -44,9 +44,9 @@ async function refreshNotify() {
   const comps = items(await api("/v1/status-components"));
   rows($("#components tbody"), comps.map((c) => `<tr><td>${esc(c.name || c.component)}</td>
     <td>${esc(c.status)}</td><td>${esc(ago(c.since || c.updated_at))}</td></tr>`), 3);
-  const dels = items(await api("/v1/deliveries?limit=10"));
+  const dels = items(await api("/v1/notify/deliveries?limit=10"));
   rows($("#deliveries tbody"), dels.slice(0, 10).map((d) => `<tr><td>${esc(ago(d.created_at || d.ts))}</td>
-    <td>${esc(d.channel)}</td><td>${esc(d.status)}</td><td>${esc(d.attempt)}</td><td>${esc(d.response_code ?? "")}</td></tr>`), 5);
+    <td>${esc(d.channel)}</td><td>${esc(d.status)}</td><td>${esc(d.attempts ?? d.attempt)}</td><td>${esc(d.last_code ?? d.response_code ?? "")}</td></tr>`), 5);
 }
 
 function chartFor(id, title, container) {
@@ -94,17 +94,19 @@ async function refreshTraffic() {
       }
     }
   }
-  // the baseline band comes from the baseline service when it runs
+  // the baseline band comes from the baseline service (minute buckets), fetched every 15 s
   for (const [id, c] of state.charts) {
     if (!c.points.length) continue;
-    const from = new Date(c.points[0][0] * 1000).toISOString();
-    const to = new Date(c.points[c.points.length - 1][0] * 1000 + 1000).toISOString();
-    try {
-      const s = await api(`/v1/targets/${encodeURIComponent(id)}/series?metric=packets&from=${from}&to=${to}&step=10`);
-      const pts = items(s?.points || s?.series || s);
-      const exp = new Map(pts.map((p) => [Math.round(Date.parse(p.ts || p.time) / 10000), p.expected ?? p.baseline]));
-      for (const p of c.points) p[2] = exp.get(Math.round(p[0] / 10)) ?? p[2];
-    } catch (e) { /* series unavailable: observed only */ }
+    if (!c.fetched || Date.now() - c.fetched > 15000) {
+      c.fetched = Date.now();
+      const from = new Date((c.points[0][0] - 60) * 1000).toISOString();
+      const to = new Date((c.points[c.points.length - 1][0] + 60) * 1000).toISOString();
+      try {
+        const s = await api(`/v1/targets/${encodeURIComponent(id)}/series?metrics=packets&step=1m&from=${from}&to=${to}`);
+        c.expected = new Map(items(s?.points).map((p) => [Math.floor(Date.parse(p.t) / 60000), p.expected?.packets]));
+      } catch (e) { c.expected = c.expected || new Map(); } // series unavailable: observed only
+    }
+    for (const p of c.points) p[2] = c.expected?.get(Math.floor(p[0] / 60)) ?? p[2];
     c.plot.setData([c.points.map((p) => p[0]), c.points.map((p) => p[1]), c.points.map((p) => p[2])]);
   }
 }

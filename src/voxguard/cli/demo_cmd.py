@@ -281,5 +281,5 @@ def _report(console: Console, seen: _Seen, base: str) -> None:
     )
     console.print(
         f"Look further: {base}/ (dashboard), {base}/docs (API), /v1/incidents, /v1/mitigations, "
-        "/v1/deliveries, /v1/status-components."
+        "/v1/notify/deliveries, /v1/status-components."
     )

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from voxguard.baseline.report import ReviewInput, render_html, render_markdown
+from voxguard.shared.config import VoxGuardConfig
 from voxguard.shared.errors import ApiError
 from voxguard.shared.messages import IncidentView
 from voxguard.shared.runbooks import Runbook, load_runbooks, runbook_for
@@ -30,7 +31,6 @@ class _Store(Protocol):
 
 class _Service(Protocol):
     store: _Store
-    config: Any
 
 
 async def _peer(request: Request, env: str, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -69,10 +69,10 @@ def _detail(snapshot: Any) -> str:
     return f"{vectors} {float(snapshot.get('peak_ratio') or 0):.1f}x, {snapshot.get('state', '')}".strip()
 
 
-def build_review_router(svc: _Service) -> APIRouter:
+def build_review_router(svc: _Service, config: VoxGuardConfig) -> APIRouter:
     """The review route for one baseline service."""
     router = APIRouter(tags=["incidents"])
-    runbooks: list[Runbook] = load_runbooks(getattr(svc.config, "runbooks", {}) or {})
+    runbooks: list[Runbook] = load_runbooks(config.runbooks)
 
     @router.get(
         "/incidents/{incident_id}/report",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import example_config_on_free_ports, free_port, wait_http_ready
+from vghelpers import example_config_on_free_ports, free_port, wait_http_ready
 
 
 def start(tmp: Path, http_port: int) -> subprocess.Popen[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import example_config_on_free_ports, free_port, stop_process, wait_http_ready
+from vghelpers import example_config_on_free_ports, free_port, stop_process, wait_http_ready
 
 CHROMIUM_ARGS = [
     "--headless",

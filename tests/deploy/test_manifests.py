@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import example_config_on_free_ports, free_port, stop_process, wait_http_ready
+from vghelpers import example_config_on_free_ports, free_port, stop_process, wait_http_ready
 from voxguard.cli.stack import SERVICES
 from voxguard.shared.config import example_config_path
 

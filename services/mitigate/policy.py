@@ -1,0 +1,329 @@
+"""Incident -> candidate rules, by the tier's policy and the runbook of the attack vector.
+
+Runbooks (the product's origin, as defaults):
+
+* ``sip_flood`` and the other signalling vectors: block the top-5 source /24s (``top_prefixes``)
+  to the attacked component, protocol and port, with the tier's action.
+* ``rtp_flood``: discard the identified source addresses, and rate-limit UDP from any other source
+  to the media range; whitelisted sources (SBC source IPs...) get ``accept`` rules that win under
+  FlowSpec ordering (RFC 8955 section 5.1: a rule with a source component sorts before one without).
+* ``tdos``: rate-limit the highest-volume source networks; with a GeoIP database configured, also
+  rate-limit the networks of top sources located in the configured countries.
+
+Then the whitelist splits or drops sources, and the rails reject what is still unsafe. Every
+dropped or rejected candidate carries its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from voxguard.mitigate import rails
+from voxguard.mitigate.flowspec import Action, FlowRoute, IPNetwork, Proto, RuleError
+from voxguard.mitigate.settings import BgpSettings
+from voxguard.mitigate.whitelist import Whitelist
+from voxguard.shared.config import MitigationSettings, TierConfig, VoxGuardConfig
+from voxguard.shared.messages import IncidentView, SourceCount
+
+log = logging.getLogger("voxguard.mitigate.policy")
+
+TOP_NETWORKS = 5
+
+
+@dataclass
+class Candidate:
+    """A rule before it is stored: what it matches, what it does, and whether it may go out."""
+
+    action: Action
+    destination: IPNetwork
+    sources: list[IPNetwork]
+    protocol: Proto
+    ports: tuple[int, int] | None
+    rate_bps: int | None = None
+    state: str = "proposed"  # proposed | pending_approval | rejected
+    reason: str | None = None
+    group: str | None = None  # an any-source rule and its accept guards share a group
+
+    def routes(self) -> list[FlowRoute]:
+        """One flow route per source (FlowSpec NLRI carry one source prefix), or one for any source."""
+        srcs: Sequence[IPNetwork | None] = self.sources or [None]
+        return [FlowRoute(self.destination, s, self.protocol, self.ports, self.action, self.rate_bps) for s in srcs]
+
+    def reject(self, reason: str) -> Candidate:
+        return replace(self, state="rejected", reason=reason)
+
+
+@dataclass
+class Plan:
+    """The outcome for one incident."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was planned (alert-only tier, learning...)
+
+
+def _sorted_counts(items: Sequence[SourceCount]) -> list[SourceCount]:
+    return sorted(items, key=lambda s: (s.packets, s.bytes), reverse=True)
+
+
+def _networks(items: Sequence[SourceCount], limit: int) -> list[IPNetwork]:
+    out: list[IPNetwork] = []
+    for item in _sorted_counts(items):
+        try:
+            net = ipaddress.ip_network(item.source, strict=False)
+        except ValueError:
+            log.warning("ignoring malformed source %r in incident", item.source)
+            continue
+        if net not in out:
+            out.append(net)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _aggregate(items: Sequence[SourceCount]) -> list[SourceCount]:
+    """Top sources folded into /24 (IPv4) or /64 (IPv6) when the incident has no top_prefixes."""
+    acc: dict[str, SourceCount] = {}
+    for s in items:
+        try:
+            ip = ipaddress.ip_address(s.source.split("/")[0])
+        except ValueError:
+            continue
+        net = str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False))
+        prev = acc.get(net)
+        acc[net] = SourceCount(
+            source=net, packets=s.packets + (prev.packets if prev else 0), bytes=s.bytes + (prev.bytes if prev else 0)
+        )
+    return list(acc.values())
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and what the rules match: destinations, protocol and ports."""
+
+    destinations: list[IPNetwork]
+    protocol: Proto
+    ports: tuple[int, int] | None
+
+
+def resolve_target(incident: IncidentView, config: VoxGuardConfig) -> Target | None:
+    """The attacked host or component, and the protocol/ports of the monitor that fired."""
+    tier_cfg = config.tiers.get(incident.tier)
+    monitor = None
+    prefixes: list[IPNetwork] = []
+    for t in config.iter_targets():
+        if t.tier != incident.tier:
+            continue
+        if t.id == incident.target_id or (incident.host and t.for_host(incident.host).id == incident.target_id):
+            monitor, prefixes = t.monitor, list(t.prefixes)
+            break
+    if not prefixes and tier_cfg is not None and incident.component:
+        for comp in tier_cfg.components:
+            if comp.name == incident.component:
+                prefixes = list(comp.addresses)
+    if incident.host:
+        try:
+            prefixes = [ipaddress.ip_network(incident.host, strict=False)]
+        except ValueError:
+            log.warning("incident %s has a malformed host %r", incident.id, incident.host)
+    if not prefixes:
+        return None
+    if monitor is None:
+        return Target(prefixes, "any", None)
+    proto: Proto = monitor.protocol.value
+    ports = (monitor.ports.low, monitor.ports.high) if monitor.ports else None
+    return Target(prefixes, proto, ports)
+
+
+def _block_action(policy: MitigationSettings, bgp: BgpSettings) -> tuple[Action, int | None]:
+    if policy.action == "rate_limit":
+        return "rate_limit", policy.rate_limit_bps if policy.rate_limit_bps is not None else bgp.default_rate_limit_bps
+    return "discard", None  # discard and source_block both drop the named sources
+
+
+def _rate(policy: MitigationSettings, bgp: BgpSettings) -> int:
+    return policy.rate_limit_bps if policy.rate_limit_bps is not None else bgp.default_rate_limit_bps
+
+
+def runbook(incident: IncidentView) -> str:
+    """Which runbook applies: the incident's own, else by vector priority."""
+    if incident.runbook in ("rtp_flood", "tdos", "sip_flood"):
+        return incident.runbook
+    for v in ("rtp_flood", "tdos"):
+        if v in incident.vectors:
+            return v
+    return "block_top_networks"
+
+
+def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
+    """Networks of top sources in the configured countries; empty without maxminddb or a database."""
+    if bgp.geoip is None or not bgp.geoip.rate_limit_countries:
+        return []
+    try:
+        import maxminddb
+    except ImportError:
+        log.warning("bgp.geoip is configured but the maxminddb package is not installed; skipping")
+        return []
+    wanted = {c.upper() for c in bgp.geoip.rate_limit_countries}
+    out: list[IPNetwork] = []
+    try:
+        reader = maxminddb.open_database(str(bgp.geoip.database))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot open the GeoIP database %s: %s; skipping", bgp.geoip.database, exc)
+        return []
+    with reader:
+        for s in _sorted_counts(incident.top_sources):
+            try:
+                rec, plen = reader.get_with_prefix_len(s.source.split("/")[0])
+            except ValueError:
+                continue
+            country = ((rec or {}).get("country") or {}).get("iso_code")
+            if country and country.upper() in wanted:
+                net = ipaddress.ip_network(f"{s.source.split('/')[0]}/{plen}", strict=False)
+                if net not in out:
+                    out.append(net)
+    return out
+
+
+def plan_incident(
+    incident: IncidentView, config: VoxGuardConfig, bgp: BgpSettings, *, budget: int | None = None
+) -> Plan:
+    """Raw candidates for an incident (before whitelist and rails), or why there are none."""
+    tier_cfg: TierConfig | None = config.tiers.get(incident.tier)
+    if tier_cfg is None:
+        return Plan(skipped=f"tier {incident.tier} is not configured")
+    if incident.learning:
+        return Plan(skipped="target still in baseline learning mode: monitor only")
+    if tier_cfg.internal or tier_cfg.mitigation.mode != "flowspec":
+        return Plan(skipped=f"tier {incident.tier.value} is alert-only")
+    target = resolve_target(incident, config)
+    if target is None:
+        return Plan(skipped="cannot resolve the attacked destination from the config")
+    policy = tier_cfg.mitigation
+    limit = min(TOP_NETWORKS, policy.max_rules_per_incident) if budget is None else budget
+    book = runbook(incident)
+    out: list[Candidate] = []
+    for dest in target.destinations:
+        base = {"destination": dest, "protocol": target.protocol, "ports": target.ports}
+        if book == "rtp_flood":
+            srcs = [
+                n for n in _networks(incident.top_sources, policy.max_rules_per_incident) if n.version == dest.version
+            ]
+            out += [Candidate("discard", sources=[s], **base) for s in srcs]  # type: ignore[arg-type]
+            group = f"{incident.id}:{dest}:any"
+            out.append(Candidate("rate_limit", sources=[], rate_bps=_rate(policy, bgp), group=group, **base))  # type: ignore[arg-type]
+        elif book == "tdos":
+            prefixes = incident.top_prefixes or _aggregate(incident.top_sources)
+            nets = [n for n in _networks(prefixes, limit) if n.version == dest.version]
+            nets += [n for n in geoip_networks(incident, bgp) if n.version == dest.version and n not in nets]
+            out += [Candidate("rate_limit", sources=[n], rate_bps=_rate(policy, bgp), **base) for n in nets]  # type: ignore[arg-type]
+        else:
+            prefixes = incident.top_prefixes or _aggregate(incident.top_sources)
+            action, rate = _block_action(policy, bgp)
+            nets = [n for n in _networks(prefixes, limit) if n.version == dest.version]
+            out += [Candidate(action, sources=[n], rate_bps=rate, **base) for n in nets]  # type: ignore[arg-type]
+    return Plan(candidates=out)
+
+
+def enforce(
+    candidates: list[Candidate],
+    whitelist: Whitelist,
+    policy: MitigationSettings,
+    bgp: BgpSettings,
+    *,
+    already: int = 0,
+) -> list[Candidate]:
+    """Whitelist (split/drop), rails (prefix lengths, per-incident cap), accept guards; approval."""
+    out: list[Candidate] = []
+    for c in candidates:
+        out.extend(_enforce_one(c, whitelist, policy, bgp))
+    kept = already
+    final: list[Candidate] = []
+    for c in out:
+        c = check_routes(c)
+        if c.state != "rejected" and c.action != "accept":
+            n = len(c.sources) or 1
+            if kept + n > policy.max_rules_per_incident:
+                c = c.reject(
+                    f"rail max_rules_per_incident: {kept} flow routes already, {n} more exceed "
+                    f"{policy.max_rules_per_incident}"
+                )
+            else:
+                kept += n
+        final.append(c)
+    # an accept guard without its any-source rule is pointless: reject along with it
+    dead = {c.group for c in final if c.group and c.action != "accept" and c.state == "rejected"}
+    final = [
+        c.reject(f"guarded rule rejected: {c.group}") if c.action == "accept" and c.group in dead else c for c in final
+    ]
+    if policy.approval_required:
+        final = [replace(c, state="pending_approval") if c.state == "proposed" else c for c in final]
+    return final
+
+
+def _enforce_one(c: Candidate, wl: Whitelist, policy: MitigationSettings, bgp: BgpSettings) -> list[Candidate]:
+    if c.state == "rejected":
+        return [c]
+    why = rails.destination_violation(c.destination)
+    if why:
+        return [c.reject(why)]
+    if not c.sources:
+        return _guard_any_source(c, wl, bgp)
+    kept: list[IPNetwork] = []
+    notes: list[str] = []
+    for src in c.sources:
+        why = rails.source_violation(src, policy)
+        if why:
+            notes.append(why)
+            continue
+        res = wl.apply(src)
+        if res.hits:
+            notes.append(res.reason() or "")
+        kept += [k for k in res.kept if k not in kept]
+    if not kept:
+        return [c.reject("; ".join(notes) or "no source left")]
+    return [replace(c, sources=kept, reason="; ".join(notes) or None)]
+
+
+def _guard_any_source(c: Candidate, wl: Whitelist, bgp: BgpSettings) -> list[Candidate]:
+    """An any-source rule matches whitelisted sources too, unless accept rules sort before it."""
+    if c.action == "discard":
+        return [c.reject("rail any_source_discard: a discard rule must name its source prefixes")]
+    entries = wl.for_version(c.destination.version)
+    if len(entries) > bgp.max_accept_rules:
+        return [
+            c.reject(
+                f"rail max_accept_rules: {len(entries)} whitelisted prefixes would need accept rules "
+                f"(limit {bgp.max_accept_rules})"
+            )
+        ]
+    group = c.group or f"any:{c.destination}"
+    guards = [
+        Candidate(
+            "accept",
+            destination=c.destination,
+            sources=[e.prefix],
+            protocol=c.protocol,
+            ports=c.ports,
+            reason=f"preserve {e.label()}",
+            group=group,
+        )
+        for e in entries
+    ]
+    return [*guards, replace(c, group=group)]
+
+
+def check_routes(c: Candidate) -> Candidate:
+    """Build the flow routes once so an inexpressible rule is rejected, not announced."""
+    try:
+        c.routes()
+    except RuleError as exc:
+        return c.reject(f"invalid rule: {exc}")
+    return c
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -9,28 +9,20 @@ from their HTTP APIs with the caller's own key (same server in one-process mode,
 from __future__ import annotations
 
 import asyncio
+import json
 import datetime as dt
 import os
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from voxguard.baseline.report import ReviewInput, render_html, render_markdown
+from voxguard.baseline.store import BaselineStore
 from voxguard.shared.config import VoxGuardConfig
 from voxguard.shared.errors import ApiError
-from voxguard.shared.messages import IncidentView
 from voxguard.shared.runbooks import Runbook, load_runbooks, runbook_for
-
-
-class _Store(Protocol):
-    def incident(self, incident_id: str) -> tuple[IncidentView, list[dict[str, Any]]] | None: ...
-    def series(self, target_id: str, start: dt.datetime, end: dt.datetime, step_s: int) -> list[Any]: ...
-
-
-class _Service(Protocol):
-    store: _Store
 
 
 async def _peer(request: Request, env: str, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -63,13 +55,18 @@ def _rule_events(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _detail(snapshot: Any) -> str:
     """One line from an incident snapshot of the timeline."""
+    if isinstance(snapshot, (str, bytes)):
+        try:
+            snapshot = json.loads(snapshot)
+        except ValueError:
+            return ""
     if not isinstance(snapshot, dict):
         return ""
     vectors = ", ".join(snapshot.get("vectors") or [])
     return f"{vectors} {float(snapshot.get('peak_ratio') or 0):.1f}x, {snapshot.get('state', '')}".strip()
 
 
-def build_review_router(svc: _Service, config: VoxGuardConfig) -> APIRouter:
+def build_review_router(store: BaselineStore, config: VoxGuardConfig) -> APIRouter:
     """The review route for one baseline service."""
     router = APIRouter(tags=["incidents"])
     runbooks: list[Runbook] = load_runbooks(config.runbooks)
@@ -85,13 +82,13 @@ def build_review_router(svc: _Service, config: VoxGuardConfig) -> APIRouter:
         incident_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")],
         format: Literal["md", "html"] = "md",
     ) -> Response:
-        found = await asyncio.to_thread(svc.store.incident, incident_id)
+        found = await asyncio.to_thread(store.incident, incident_id)
         if found is None:
             raise ApiError(404, "incident_not_found", f"no incident {incident_id!r}")
         view, timeline = found
         end = view.resolved_at or dt.datetime.now(dt.UTC)
         start = view.opened_at - dt.timedelta(minutes=30)
-        points = await asyncio.to_thread(svc.store.series, view.target_id, start, end + dt.timedelta(minutes=5), 60)
+        points = await asyncio.to_thread(store.series, view.target_id, start, end + dt.timedelta(minutes=5), 60)
         series: list[tuple[dt.datetime, float, float | None]] = []
         for p in points:
             secs = max(float(p.values.get("seconds", 60) or 60), 1.0)
@@ -110,9 +107,7 @@ def build_review_router(svc: _Service, config: VoxGuardConfig) -> APIRouter:
             }
             for d in notes
         ]
-        rows = [
-            {"at": e.get("at") or e.get("ts"), "event": e.get("event"), "detail": e.get("detail", "")} for e in timeline
-        ]
+        rows = [{"at": e.get("at"), "event": e.get("event"), "detail": _detail(e.get("incident"))} for e in timeline]
         tid = view.target_id
         inp = ReviewInput(
             incident=view,

@@ -1,0 +1,1 @@
+"""Alembic environment of the ``baseline_*`` tables (see ``voxguard.shared.db``)."""

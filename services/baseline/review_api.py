@@ -9,8 +9,8 @@ from their HTTP APIs with the caller's own key (same server in one-process mode,
 from __future__ import annotations
 
 import asyncio
-import json
 import datetime as dt
+import json
 import os
 from typing import Annotated, Any, Literal
 

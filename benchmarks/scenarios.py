@@ -7,7 +7,8 @@ vector of the catalogue injected on top, one after the other. Prints and writes
 ``docs/scenario-report.md``: detection rate per vector, time to detect (first attack tick to the
 incident naming the vector), and false incidents per simulated day.
 
-    .venv/bin/python benchmarks/scenarios.py [--normal-hours 24] [--seed 1] [--out docs/scenario-report.md]
+    .venv/bin/python benchmarks/scenarios.py [--normal-hours 24] [--normal-from 0] [--seed 1]
+        [--out docs/scenario-report.md]
 
 The helpers (``history_from_model``, ``ticks_at``, ``play``) are also used by the tests.
 """
@@ -225,7 +226,8 @@ def run_normal(engine: DetectionEngine, model: TrafficModel, start: int, seconds
     return false
 
 
-def report(config: VoxGuardConfig, seed: int, normal_hours: float, out: Path, cache: Path | None) -> str:
+def report(config: VoxGuardConfig, seed: int, normal_hours: float, out: Path, cache: Path | None,
+           normal_from: float = 0.0) -> str:  # fmt: skip
     t0 = time.perf_counter()
     model = TrafficModel(config, seed=seed)
     hist = history_from_model(model, MONDAY, 7, cache)
@@ -235,7 +237,7 @@ def report(config: VoxGuardConfig, seed: int, normal_hours: float, out: Path, ca
     day = MONDAY + WEEK
     t1 = time.perf_counter()
     normal_s = int(normal_hours * 3600)
-    normal_start = day if normal_hours >= 24 else day + 6 * 3600
+    normal_start = day + int(normal_from * 3600)
     false = run_normal(engine, model, normal_start, normal_s)
     t_normal = time.perf_counter() - t1
     # flash crowd (legitimate) then every attack vector, on a fresh engine with the same history
@@ -298,11 +300,12 @@ def main() -> None:
     ap.add_argument("--config", default=str(example_config_path()))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--normal-hours", type=float, default=24.0)
+    ap.add_argument("--normal-from", type=float, default=0.0, help="hour of the Monday the normal run starts")
     ap.add_argument("--out", default="docs/scenario-report.md")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "voxguard-history-{seed}.npz"))
     a = ap.parse_args()
     cache = Path(a.cache.format(seed=a.seed)) if a.cache else None
-    print(report(load_config(a.config), a.seed, a.normal_hours, Path(a.out), cache))
+    print(report(load_config(a.config), a.seed, a.normal_hours, Path(a.out), cache, a.normal_from))
 
 
 if __name__ == "__main__":

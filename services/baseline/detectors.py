@@ -74,6 +74,8 @@ SOURCES_UP = 3.0  # TDoS: distinct sources at least this x baseline (a bot army,
 CALLS_UP = 1.5  # regional call growth (SBC INVITEs) that counts as a surge of demand
 HOLDING_S = 300.0  # call holding time over which demand decays after a surge
 TURN_MIN_EXCESS_PPS = 500.0  # ten relayed calls (50 pkt/s each): less is a busy minute, not abuse
+RTP_MIN_EXCESS_PPS = 1000.0  # twenty RTP streams
+API_CONN_EPS = 2.0  # an API endpoint's clients reconnect in bursts: below 2 conn/s baseline, use 2
 MEDIA_FLAT = 0.5  # TDoS: media ratio below this share of the signalling ratio = inverted
 
 
@@ -230,12 +232,14 @@ class _Ctx:
                 if m.any():
                     self.win[m] = fr.windows[int(h)][m]
 
-    def test(self, m: int, ratio: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(hot, active, ratio, baseline) of metric ``m`` against ``ratio`` (default the vector's)."""
+    def test(self, m: int, ratio: np.ndarray | None = None, eps: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        """(hot, active, ratio, baseline) of metric ``m`` against ``ratio`` (default the vector's);
+        ``eps`` overrides the smallest baseline the ratio is taken against."""
         fr = self.fr
         r_open = self.ratio if ratio is None else ratio
         e = fr.col("e", m)
-        eb = np.maximum(np.where(np.isnan(e), np.float32(np.inf), e), RATE_EPS[m])
+        eb = np.maximum(np.where(np.isnan(e), np.float32(np.inf), e), RATE_EPS[m] if eps is None else eps)
         xm = self.wcol(m)
         r = xm / eb
         span = np.float32(self.hold * fr.dt) if isinstance(self.hold, float) else self.hold * np.float32(fr.dt)
@@ -394,6 +398,9 @@ def rtp_flood(fr: Frame) -> Result:
     c = _Ctx(fr, "rtp_flood")
     mask = (fr.tier == T_MEDIA) & (fr.role == R_MEDIA)
     hot, active, r, e = c.test(PPS, c.ratio * _d(fr))
+    # a gateway carrying three calls at night that gets three more is not a flood: RTP comes in
+    # 50 pkt/s streams, so demand an excess of at least twenty of them
+    hot &= (c.wcol(PPS) - np.nan_to_num(e)) >= RTP_MIN_EXCESS_PPS
     return c.result(hot & mask, active & mask, r, PPS, e)
 
 
@@ -446,7 +453,7 @@ def api_flood(fr: Frame) -> Result:
     """New TCP connections per API endpoint above ratio x baseline."""
     c = _Ctx(fr, "api_flood")
     mask = fr.tier == T_API
-    hot, active, r, e = c.test(CONN)
+    hot, active, r, e = c.test(CONN, eps=API_CONN_EPS)
     return c.result(hot & mask, active & mask, r, CONN, e)
 
 
@@ -456,7 +463,7 @@ def websocket_exhaustion(fr: Frame) -> Result:
     c = _Ctx(fr, "websocket_exhaustion")
     mask = fr.tier == T_API
     h_l, a_l, r_l, e_l = c.test(LL)
-    h_c, a_c, r_c, e_c = c.test(CONN)
+    h_c, a_c, r_c, e_c = c.test(CONN, eps=API_CONN_EPS)
     with np.errstate(invalid="ignore"):
         ws = np.nan_to_num(fr.expected[:, LL]) > 0.3 * np.nan_to_num(fr.expected[:, CONN])
     use_c = h_c & ws & ~h_l

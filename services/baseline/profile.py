@@ -59,8 +59,9 @@ ALIASES = {
 }
 # Metrics counted in whole events: the significance test adds a floor of a few events.
 COUNT_FLOOR = np.array([3, 300, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3], dtype=np.float32)
-# Smallest baseline used as a divisor, so a ratio stays finite on an idle target.
-RATE_EPS = np.array([0.5, 50, 0.5, 0.2, 1, 0.5, 0.5, 0.2, 0.2, 0.5, 0.2, 0.2], dtype=np.float32)
+# Smallest baseline used as a divisor (per second): a ratio stays finite on an idle target, and on a
+# near-idle one (a night-time INVITE trickle) a burst of a few events is not "10x".
+RATE_EPS = np.array([0.5, 50, 1.0, 0.5, 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5], dtype=np.float32)
 
 
 def metric_index(name: str) -> int:

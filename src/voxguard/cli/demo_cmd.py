@@ -84,6 +84,8 @@ class _Seen:
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     mitigations: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: int = 0
+    held_back: int = 0  # candidate rules past the per-incident cap
+    mitigation_notes: int = 0  # mitigation notifications (not narrated one by one)
 
 
 def write_demo_config(workdir: Path, sink_port: int) -> Path:
@@ -239,20 +241,27 @@ def _narrate(console: Console, base: str, key: str, sim: subprocess.Popen[bytes]
             seen.incidents[inc["id"]] = inc
         for m in mits:
             old = seen.mitigations.get(m["id"])
-            if old is None or old.get("state") != m.get("state"):
-                verb = {
-                    "announced": "[bold yellow]ANNOUNCED[/]",
-                    "withdrawn": "[cyan]WITHDRAWN[/]",
-                    "rejected": "[magenta]REJECTED[/]",
-                }.get(m.get("state", ""), m.get("state", "").upper())
-                text = m.get("command") or json.dumps(m.get("match"))
-                why = f" ({m['reason']})" if m.get("reason") else ""
-                console.print(f"{stamp()} {verb} {escape(str(text))}{escape(why)}")
             seen.mitigations[m["id"]] = m
+            if old is not None and old.get("state") == m.get("state"):
+                continue
+            state, reason = m.get("state", ""), str(m.get("reason") or "")
+            if state == "rejected" and "whitelist" not in reason:
+                seen.held_back += 1  # the per-incident cap: counted, not narrated line by line
+                continue
+            verb = {
+                "announced": "[bold yellow]ANNOUNCED[/]",
+                "withdrawn": "[cyan]WITHDRAWN[/]",
+                "rejected": "[magenta]SPARED[/]",
+            }.get(state, state.upper())
+            text = m.get("command") or json.dumps(m.get("match"))
+            console.print(f"{stamp()} {verb} {escape(str(text))}" + (f" ({escape(reason)})" if reason else ""))
         for note in _Sink.received[seen.notifications :]:
             p = note["payload"]
-            what = p.get("type") or p.get("event") or "notification"
-            console.print(f"{stamp()} [blue]NOTIFIED[/] webhook {escape(note['path'])}: {escape(str(what))}")
+            what = str(p.get("type") or p.get("event") or "notification")
+            if "mitigation" in what:
+                seen.mitigation_notes += 1
+                continue
+            console.print(f"{stamp()} [blue]NOTIFIED[/] webhook {escape(note['path'])}: {escape(what)}")
         seen.notifications = len(_Sink.received)
         if sim.poll() is not None and incs and all(i.get("state") == "resolved" for i in incs):
             break
@@ -276,6 +285,8 @@ def _report(console: Console, seen: _Seen, base: str) -> None:
         )
     console.print(table)
     console.print(
+        f"{seen.held_back} further candidate rules held back by the max-rules-per-incident rail; "
+        f"{seen.mitigation_notes} mitigation notifications.\n"
         f"{len(seen.incidents)} incidents, {len(seen.mitigations)} mitigations, "
         f"{seen.notifications} notifications delivered to the demo's webhook sink."
     )

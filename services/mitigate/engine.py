@@ -26,12 +26,13 @@ from voxguard.mitigate.flowspec import Action, Proto, RuleError, parse_ports, pa
 from voxguard.mitigate.metrics import MITIGATION_EVENTS, RULES
 from voxguard.mitigate.policy import Candidate, enforce, plan_incident
 from voxguard.mitigate.reconcile import Reconciler
+from voxguard.mitigate.rtp_peers import RtpPeerLearner
 from voxguard.mitigate.settings import BgpSettings, parse_bgp
 from voxguard.mitigate.store import ACTIVE, RuleRow, Store
 from voxguard.mitigate.whitelist import Whitelist, WhitelistEntry
-from voxguard.shared.bus import STREAM_EVENTS, Bus, Delivery, Subscription
+from voxguard.shared.bus import STREAM_EVENTS, STREAM_TRAFFIC, Bus, Delivery, Subscription
 from voxguard.shared.config import MitigationSettings, Tier, VoxGuardConfig
-from voxguard.shared.messages import IncidentEvent, MitigationEvent, subject_for
+from voxguard.shared.messages import IncidentEvent, MitigationEvent, TrafficTick, subject_for
 
 log = logging.getLogger("voxguard.mitigate")
 
@@ -96,6 +97,8 @@ class MitigateService:
         self.reconciler = Reconciler(self.store, self.bridge, self.publish, ack_timeout=self.bgp.ack_timeout_seconds)
         self.reconciler.on_pass = self._refresh_gauges
         self._sub: Subscription[IncidentEvent] | None = None
+        self._media_sub: Subscription[TrafficTick] | None = None
+        self.rtp_peers = RtpPeerLearner()
         self._loop_task: asyncio.Task[None] | None = None
         self.started = False
 
@@ -115,12 +118,17 @@ class MitigateService:
             self._sub = await self.bus.subscribe_durable(
                 STREAM_EVENTS, DURABLE, subject_for("incident", "*").replace("*", ">"), IncidentEvent, self.on_incident
             )
+            self._media_sub = await self.bus.subscribe_durable(
+                STREAM_TRAFFIC, DURABLE + "-rtp-peers", subject_for("traffic", "media"), TrafficTick, self.on_media_tick
+            )
         self.started = True
 
     async def stop(self) -> None:
         """Each step bounded: a stuck consumer must never keep ExaBGP (and its routes) alive."""
         if self._sub is not None:
             await self._bounded(self._sub.stop(), "incident consumer")
+        if self._media_sub is not None:
+            await self._bounded(self._media_sub.stop(), "media traffic consumer")
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -203,13 +211,18 @@ class MitigateService:
     def whitelist(self) -> Whitelist:
         """Config entries plus the runtime ones (API-pushed, learned), expired ones excluded."""
         runtime = [r.entry() for r in self.store.list_whitelist()]
-        return Whitelist(self.static_whitelist() + runtime)
+        return Whitelist(self.static_whitelist() + runtime + self.rtp_peers.entries())
+
+    async def on_media_tick(self, tick: TrafficTick, delivery: Delivery | None = None) -> None:
+        """Learn the peers of calls in progress (see rtp_peers.py)."""
+        self.rtp_peers.on_tick(tick)
 
     # -- incidents ------------------------------------------------------------------------
 
     async def on_incident(self, ev: IncidentEvent, delivery: Delivery | None = None) -> None:
         """Plan, enforce, store, announce. Idempotent: a redelivered event adds nothing."""
         inc = ev.incident
+        self.rtp_peers.on_incident(ev)
         if ev.event == "resolved" or inc.state == "resolved":
             at = _now() + dt.timedelta(seconds=self.bgp.hold_down_seconds)
             n = await asyncio.to_thread(self.store.schedule_incident_withdrawal, inc.id, at)

@@ -158,6 +158,13 @@ def runbook(incident: IncidentView) -> str:
     return "block_top_networks"
 
 
+def _country(record: object) -> str | None:
+    """ISO code of a MaxMind country/city record (None when the record has none)."""
+    country = record.get("country") if isinstance(record, dict) else None
+    code = country.get("iso_code") if isinstance(country, dict) else None
+    return code if isinstance(code, str) else None
+
+
 def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
     """Networks of top sources in the configured countries; empty without maxminddb or a database."""
     if bgp.geoip is None or not bgp.geoip.rate_limit_countries:
@@ -171,7 +178,7 @@ def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
     out: list[IPNetwork] = []
     try:
         reader = maxminddb.open_database(str(bgp.geoip.database))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
         log.warning("cannot open the GeoIP database %s: %s; skipping", bgp.geoip.database, exc)
         return []
     with reader:
@@ -180,7 +187,7 @@ def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
                 rec, plen = reader.get_with_prefix_len(s.source.split("/")[0])
             except ValueError:
                 continue
-            country = ((rec or {}).get("country") or {}).get("iso_code")
+            country = _country(rec)
             if country and country.upper() in wanted:
                 net = ipaddress.ip_network(f"{s.source.split('/')[0]}/{plen}", strict=False)
                 if net not in out:

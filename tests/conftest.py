@@ -20,7 +20,6 @@ Fixtures:
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,33 +27,13 @@ from typing import Any
 
 import pytest
 
+from vghelpers import need_tool, require
 from voxguard.shared.natsserver import NatsServer, NatsServerError, port_open
 
 pytest_plugins = ("pytester",)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT, PG_DB, PG_USER = "127.0.0.1", 5432, "test", "postgres"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def require(condition: object, reason: str) -> None:
-    """Skip the test with ``reason`` unless ``condition`` holds; under CI=true, fail instead."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"CI=true and a required component is missing: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def need_tool(name: str) -> Path:
-    """The path of a Debian tool (tshark, softflowd, gobgpd, sipp...), or skip/fail."""
-    found = shutil.which(name)
-    require(found, f"{name} is not installed (apt-get install the package that provides it)")
-    assert found is not None
-    return Path(found)
 
 
 @pytest.fixture(name="require")

@@ -3,12 +3,38 @@ name no conftest.py can shadow)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+
+def in_ci() -> bool:
+    """CI=true: every service, tool and the shared folder must be there."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip the test with ``reason`` unless ``condition`` holds; under CI=true, fail instead."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and a required component is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_tool(name: str) -> Path:
+    """The path of a Debian tool (tshark, softflowd, gobgpd, sipp...), or skip/fail."""
+    found = shutil.which(name)
+    require(found, f"{name} is not installed (apt-get install the package that provides it)")
+    assert found is not None
+    return Path(found)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

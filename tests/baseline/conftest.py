@@ -22,18 +22,10 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import NullPool
 
+from vghelpers import require
 from voxguard.shared.db import make_engine
 
 TSDB_USER = "postgres:postgres"
-
-
-def require(condition: object, reason: str) -> None:
-    """As the root conftest's ``require`` (a session fixture cannot use the function-scoped one)."""
-    if condition:
-        return
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"CI=true and a required component is missing: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _free_port() -> int:

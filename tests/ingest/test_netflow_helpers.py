@@ -12,18 +12,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import pytest
+from vghelpers import require
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def require(condition: object, reason: str) -> None:
-    """The repository's policy (tests/conftest.py): skip with the reason, but fail under CI=true."""
-    if condition:
-        return
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"CI=true and a required component is missing: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def captures_dir(shared: Path | None = None) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from vghelpers import need_tool, require
 from voxguard.ingest.decode.base import RawSample
 from voxguard.ingest.pcapio import (
     LINKTYPE_ETHERNET,
@@ -173,8 +173,7 @@ def test_real_captures_are_read(tmp_path: Path) -> None:
     repo = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
     shared = Path(os.environ.get("VOXGUARD_SHARED_DIR") or repo.parent / "shared")
     d = shared / "data" / "captures"
-    if not d.is_dir():
-        pytest.skip(f"shared captures not found at {d} (set VOXGUARD_SHARED_DIR)")
+    require(d.is_dir(), f"shared captures not found at {d} (set VOXGUARD_SHARED_DIR)")
     got = list(iter_udp_payloads(d / "sflow_ipv6_agent_tcpdump.pcap"))
     assert len(got) == 25 and {g.src for g in got} == {"30::1:1:1"} and {g.dport for g in got} == {6343}
     got = list(iter_udp_payloads(d / "ipfix_cisco_pmacct_401_mpls_bulk.pcap"))
@@ -199,9 +198,7 @@ def test_write_pcap_round_trip_with_original_length() -> None:
 
 
 def _tshark_read(path: Path) -> list[list[str]]:
-    exe = shutil.which("tshark")
-    if exe is None:
-        pytest.skip("tshark is not installed (Debian package tshark)")
+    exe = str(need_tool("tshark"))
     out = subprocess.run(
         [
             exe,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from vghelpers import need_tool, require
 from voxguard.ingest.decode.flows import SipFlag, SipMethod, empty_flows, halves_to_addr
 from voxguard.ingest.decode.sflow import SflowDecoder
 from voxguard.ingest.encode.sflow import SflowEncoder, sip_request
@@ -38,8 +38,7 @@ def captures_dir() -> Path:
     """``$VOXGUARD_SHARED_DIR/data/captures`` (default ``<repo>/../shared``); skip when missing."""
     shared = Path(os.environ.get("VOXGUARD_SHARED_DIR") or _repo_root().parent / "shared")
     d = shared / "data" / "captures"
-    if not (d / "manifest.json").is_file():
-        pytest.skip(f"shared captures not found at {d} (set VOXGUARD_SHARED_DIR to the shared/ folder)")
+    require((d / "manifest.json").is_file(), f"shared captures not found at {d} (set VOXGUARD_SHARED_DIR)")
     return d
 
 
@@ -183,10 +182,7 @@ def _udp_frame(payload: bytes, src: str = "192.0.2.10", dst: str = "192.0.2.254"
 
 
 def _tshark() -> str:
-    exe = shutil.which("tshark")
-    if exe is None:
-        pytest.skip("tshark is not installed (Debian package tshark)")
-    return exe
+    return str(need_tool("tshark"))
 
 
 def _tshark_fields(path: Path, *fields: str) -> list[list[str]]:

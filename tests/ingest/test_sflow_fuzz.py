@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vghelpers import require
 from voxguard.ingest.decode.base import DecodeBatch
 from voxguard.ingest.decode.flows import empty_flows
 from voxguard.ingest.decode.sflow import SflowDecoder
@@ -106,8 +107,7 @@ def test_random_bytes_after_a_valid_header(tail: bytes) -> None:
 
 def test_truncation_at_every_offset() -> None:
     corpus = _corpus()
-    if not REAL:
-        pytest.skip("shared captures not found (set VOXGUARD_SHARED_DIR): only the synthetic datagram")
+    require(REAL, "shared captures not found (set VOXGUARD_SHARED_DIR): only the synthetic datagram")
     dec = SflowDecoder()
     for d in corpus:
         full = dec.decode_batch([(d, "x")])

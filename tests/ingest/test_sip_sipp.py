@@ -7,7 +7,6 @@ exchange to a pcapng; every datagram must parse as well-formed SIP, both whole a
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -15,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from vghelpers import need_tool, require
 from voxguard.ingest.decode.flows import SipFlag, SipMethod, addr_to_halves, empty_flows
 from voxguard.ingest.decode.sflow import SflowDecoder
 from voxguard.ingest.decode.sip import parse_sip
@@ -44,11 +44,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 @pytest.fixture(scope="module")
 def sipp_capture(tmp_path_factory: pytest.TempPathFactory) -> list[UdpDatagram]:
-    sipp, tshark = shutil.which("sipp"), shutil.which("tshark")
-    if sipp is None:
-        pytest.skip("sipp is not installed (Debian package sip-tester)")
-    if tshark is None:
-        pytest.skip("tshark is not installed (Debian package tshark)")
+    sipp, tshark = str(need_tool("sipp")), str(need_tool("tshark"))
     out = tmp_path_factory.mktemp("sipp") / "sipp.pcapng"
     uas_port, uac_port = _free_udp_port(), _free_udp_port()
     cap = subprocess.Popen(
@@ -78,7 +74,7 @@ def sipp_capture(tmp_path_factory: pytest.TempPathFactory) -> list[UdpDatagram]:
             break
     if cap.poll() is not None or b"Capturing on" not in started:
         _stop(cap, 1)
-        pytest.skip(f"cannot capture on loopback here: {started.decode(errors='replace').strip()[-300:]}")
+        require(False, f"cannot capture on loopback here: {started.decode(errors='replace').strip()[-300:]}")
     time.sleep(0.5)  # let the capture filter settle before the first packet
     common = ["-i", "127.0.0.1", "-m", str(CALLS), "-nostdin", "-timeout", "20s", "-timeout_error"]
     uas = subprocess.Popen(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import shutil
 import socket
 import ssl
 import subprocess
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from vghelpers import need_tool
 from voxguard.notify.config import NotifyConfig
 from voxguard.notify.store import Store
 
@@ -51,9 +51,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make the SMTP server's test certificate")
+    openssl = str(need_tool("openssl"))  # makes the SMTP server's test certificate
     d = tmp_path_factory.mktemp("tls")
     subprocess.run(
         [

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from voxguard.ingest.classify import TargetInfo
-from voxguard.ingest.decode.flows import SipFlag, SipMethod, halves_to_addr
-from voxguard.ingest.hll import HllBank, hash_addresses
+from voxguard.ingest.decode.flows import SipFlag, SipMethod, halves_to_addr, is_v4
+from voxguard.ingest.hll import HllBank, pair_key
 from voxguard.shared.messages import SCHEMA_VERSION, TrafficTick, utcnow
 
 SIZE_BUCKETS = np.array(TrafficTick.SIZE_BUCKETS, dtype=np.float64)
@@ -29,7 +29,6 @@ TOP_N = 10
 LONG_LIVED_MS = 60_000
 SYN, ACK = 0x02, 0x10
 _V4_24 = np.uint64(0xFFFF_FFFF_FFFF_FF00)
-_V4_TAG = np.uint64(0xFFFF)
 PARTIAL_LIMIT = 4_000_000
 # A record that lasted several ticks (a long flow exported at its active timeout) is spread
 # evenly over that many ticks from now on, up to SPREAD_HORIZON ticks: counted once, without
@@ -57,15 +56,9 @@ SPREAD_COLS = (C_BYTES, C_PACKETS, C_ICMP, C_LONG)  # the columns a spread recor
 _PAIR_DTYPE = np.dtype([("t", "<i8"), ("h", "<u8"), ("l", "<u8"), ("p", "<f8"), ("b", "<f8")])
 
 
-def _pair_key(targets: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of (target, address): sorting one uint64 is far cheaper than a record."""
-    with np.errstate(over="ignore"):
-        return hash_addresses(hi, lo) ^ (targets.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
-
-
 def _sum_pairs(t: np.ndarray, h: np.ndarray, lo: np.ndarray, p: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sum packets and bytes per (target, address)."""
-    uniq, first, inv = np.unique(_pair_key(t, h, lo), return_index=True, return_inverse=True)
+    uniq, first, inv = np.unique(pair_key(t, h, lo), return_index=True, return_inverse=True)
     out = np.empty(len(uniq), dtype=_PAIR_DTYPE)
     out["t"], out["h"], out["l"] = t[first], h[first], lo[first]
     inv = inv.reshape(-1)
@@ -87,7 +80,7 @@ def _top_per_target(arr: np.ndarray, keep: int) -> np.ndarray:
 def _prefixes(pairs: np.ndarray) -> np.ndarray:
     """Source pairs -> /24 (IPv4) or /64 (IPv6) pairs, summed."""
     h, lo = pairs["h"], pairs["l"]
-    v4 = (h == 0) & ((lo >> np.uint64(32)) == _V4_TAG)
+    v4 = is_v4(h, lo)
     plo = np.where(v4, lo & _V4_24, np.uint64(0))
     return _sum_pairs(pairs["t"], h, plo, pairs["p"], pairs["b"])
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxguard.ingest.decode.flows import halves_to_addr
-from voxguard.ingest.hll import hash_addresses
+from voxguard.ingest.decode.flows import halves_to_addr, is_v4
+from voxguard.ingest.hll import pair_key
 from voxguard.shared.config import Monitor, TargetDef, Tier, VoxGuardConfig, target_id
 
 
@@ -180,7 +180,7 @@ class TargetTable:
         dst_hi = flows["dst_hi"]
         dst_lo = flows["dst_lo"]
         comp = np.full(n, -1, dtype=np.int64)
-        v4 = (dst_hi == 0) & ((dst_lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        v4 = is_v4(dst_hi, dst_lo)
         all_v4 = bool(v4.all())
         if self._v4_prefixes:
             # IPv4 fast path: 32-bit compares on the low word
@@ -233,8 +233,7 @@ class TargetTable:
         )
 
     def _host_targets(self, parent: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, int]:
-        with np.errstate(over="ignore"):
-            keys = hash_addresses(hi, lo) ^ (parent.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+        keys = pair_key(parent, hi, lo)
         _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
         uniq = zip(parent[first].tolist(), hi[first].tolist(), lo[first].tolist(), strict=True)
         out = np.empty(len(first), dtype=np.int64)

@@ -26,6 +26,12 @@ def hash_addresses(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         return x ^ (x >> _U64(31))
 
 
+def pair_key(owners: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of (owner index, address): grouping by one uint64 is far cheaper than by a record."""
+    with np.errstate(over="ignore"):
+        return hash_addresses(hi, lo) ^ (owners.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93))
+
+
 def register_updates(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(register index, rank) for each hash: index = top P bits, rank = leading zeros + 1."""
     idx = (hashes >> _U64(64 - P)).astype(np.intp)

@@ -37,7 +37,6 @@ FLOW_DTYPE = np.dtype(
     ]
 )
 
-V4_MAPPED_HI = np.uint64(0)
 V4_MAPPED_LO_PREFIX = np.uint64(0x0000_FFFF_0000_0000)
 
 

@@ -90,3 +90,20 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def ethernet_frame(
+    src: str, dst: str, sport: int, dport: int, size: int = 200, proto: int = 17, flags: int = 0
+) -> bytes:
+    """An Ethernet/IPv4 UDP datagram of ``size`` IP bytes, or a bare TCP segment with ``flags``."""
+    import dpkt
+
+    l4: dpkt.Packet
+    if proto == 17:
+        l4 = dpkt.udp.UDP(sport=sport, dport=dport, data=b"x" * (size - 28))
+        l4.ulen = len(l4)
+    else:
+        l4 = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, data=b"")
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=proto, data=l4, ttl=64)
+    ip.len = len(ip)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip))

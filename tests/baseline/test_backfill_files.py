@@ -15,6 +15,7 @@ from typing import Any
 import dpkt
 import pytest
 
+from vghelpers import ethernet_frame
 from voxguard.baseline.flowfiles import FlowFileError, backfill_files, read_nfcapd
 from voxguard.baseline.store import BaselineStore
 from voxguard.cli.decode_cmd import decode_file
@@ -91,26 +92,14 @@ def test_shared_netflow5_capture_uses_flow_times(store: BaselineStore, shared_di
     assert backfill_files(other, store, None, [capture], any_exporter=True).classified > 0
 
 
-def _frame(src: str, dst: str, sport: int, dport: int, size: int, proto: int = 17, flags: int = 0) -> bytes:
-    l4: dpkt.Packet
-    if proto == 17:
-        l4 = dpkt.udp.UDP(sport=sport, dport=dport, data=b"x" * (size - 28))
-        l4.ulen = len(l4)
-    else:
-        l4 = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, data=b"")
-    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=proto, data=l4, ttl=64)
-    ip.len = len(ip)
-    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip))
-
-
 def _traffic_pcap(path: Path) -> None:
     """Three minutes of SIP (10 packets of 500 B a minute) and 4 TLS SYNs in minute 1."""
     w = dpkt.pcap.Writer(path.open("wb"))
     for m in range(3):
         for i in range(10):
-            w.writepkt(_frame(f"198.18.1.{i + 1}", "203.0.113.10", 6000 + m, 5060, 500), T_PCAP + m * 60 + i)
+            w.writepkt(ethernet_frame(f"198.18.1.{i + 1}", "203.0.113.10", 6000 + m, 5060, 500), T_PCAP + m * 60 + i)
     for i in range(4):
-        w.writepkt(_frame(f"198.18.3.{i + 1}", "203.0.113.10", 50000 + i, 5061, 40, 6, 0x02), T_PCAP + 65 + i)
+        w.writepkt(ethernet_frame(f"198.18.3.{i + 1}", "203.0.113.10", 50000 + i, 5061, 40, 6, 0x02), T_PCAP + 65 + i)
     w.close()
 
 

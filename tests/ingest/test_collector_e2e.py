@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from vghelpers import ethernet_frame
 from voxguard.ingest.service import IngestService
 from voxguard.shared.bus import STREAM_TRAFFIC, Bus
 from voxguard.shared.config import parse_config
@@ -37,39 +37,29 @@ CFG = {
 }
 
 
-def _frame(src: str, dst: str, sport: int, dport: int, proto: int = 17, size: int = 200, flags: int = 0) -> bytes:
-    l4: dpkt.Packet
-    if proto == 17:
-        l4 = dpkt.udp.UDP(sport=sport, dport=dport, data=b"x" * (size - 28))
-        l4.ulen = len(l4)
-    else:
-        l4 = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, data=b"")
-    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=proto, data=l4, ttl=64)
-    ip.len = len(ip)
-    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip))
-
-
 def write_capture(path: Path) -> dict[str, tuple[int, int]]:
     """A pcap with known traffic; returns the expected (packets, bytes) per target name."""
     w = dpkt.pcap.Writer(path.open("wb"))
     t = 1_700_000_000.0
     expected: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for i in range(60):  # SIP from 6 sources
-        w.writepkt(_frame(f"198.18.1.{i % 6 + 1}", "203.0.113.10", 5060, 5060, size=500), t + i * 0.01)
+        w.writepkt(ethernet_frame(f"198.18.1.{i % 6 + 1}", "203.0.113.10", 5060, 5060, size=500), t + i * 0.01)
         expected["sbc-a udp/5060"][0] += 1
         expected["sbc-a udp/5060"][1] += 500
     for i in range(45):  # RTP to two gateways
         gw = "198.51.100.5" if i % 3 else "198.51.100.6"
-        w.writepkt(_frame("198.18.2.1", gw, 40000, 12000 + (i % 3), size=200), t + i * 0.02)
+        w.writepkt(ethernet_frame("198.18.2.1", gw, 40000, 12000 + (i % 3), size=200), t + i * 0.02)
         for name in ("gw udp/10000-20000", f"gw {gw} udp/10000-20000"):
             expected[name][0] += 1
             expected[name][1] += 200
     for i in range(5):  # TLS SYNs from 5 clients
-        w.writepkt(_frame(f"198.18.3.{i + 1}", "203.0.113.10", 50000 + i, 5061, proto=6, flags=0x02), t + i * 0.1)
+        w.writepkt(
+            ethernet_frame(f"198.18.3.{i + 1}", "203.0.113.10", 50000 + i, 5061, proto=6, flags=0x02), t + i * 0.1
+        )
         expected["sbc-a tcp/5061"][0] += 1
         expected["sbc-a tcp/5061"][1] += 40
     for i in range(10):  # traffic to nobody we protect
-        w.writepkt(_frame("198.18.4.1", "192.0.2.53", 5353, 53, size=80), t + i * 0.01)
+        w.writepkt(ethernet_frame("198.18.4.1", "192.0.2.53", 5353, 53, size=80), t + i * 0.01)
     w.close()
     return {k: (v[0], v[1]) for k, v in expected.items()}
 

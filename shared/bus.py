@@ -385,18 +385,20 @@ class Bus:
         fetch_timeout_s: float = 1.0,
         nak_delay_s: float = 1.0,
         max_nak_delay_s: float = 60.0,
+        deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL,
     ) -> Subscription[M]:
         """Start a durable pull consumer that feeds validated models to ``handler``.
 
         ``stream`` is the logical name (``STREAM_TRAFFIC``/``STREAM_EVENTS``); the durable is
         created or updated. Messages are handled one at a time in stream order; the consumer
         keeps its position across restarts. Returns a handle whose ``stop()`` ends it cleanly.
+        ``deliver_policy`` applies when the durable is created (``NEW``: no backlog replay).
         """
         config = api.ConsumerConfig(
             name=durable_name,
             durable_name=durable_name,
             ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=deliver_policy,
             filter_subject=self.wire_subject(subject_filter),
             ack_wait=ack_wait_s,
             max_deliver=max_deliver,
@@ -478,7 +480,7 @@ class Subscription(Generic[M]):
             try:
                 self._fetching = True
                 msgs = await self._psub.fetch(self._batch, timeout=self._fetch_timeout_s)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' "no message in time", or asyncio's when the pull is slow
                 continue
             except asyncio.CancelledError:
                 raise

@@ -29,7 +29,7 @@ class ServiceContext:
     bus: Bus = field(init=False)
 
     def __post_init__(self) -> None:
-        self.bus = Bus(self.nats_url, name="voxguard")
+        self.bus = Bus(self.nats_url, name="voxguard", namespace=self.settings.nats_namespace)
 
     @contextlib.asynccontextmanager
     async def bus_lifespan(self, app: FastAPI) -> AsyncIterator[None]:

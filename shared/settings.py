@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         default="INFO", validation_alias="VOXGUARD_LOG_LEVEL"
     )
     log_format: Literal["json", "console"] = Field(default="json", validation_alias="VOXGUARD_LOG_FORMAT")
+    # Partitions of the per-host targets across baseline workers (1 = one worker takes all);
+    # ingest and baseline must agree, so set it once for both (see shared/partition.py).
+    baseline_shards: int = Field(default=1, ge=1, le=1024, validation_alias="VOXGUARD_BASELINE_SHARDS")
+    # Prefix of stream names and subjects, so two deployments can share one nats-server.
+    nats_namespace: str = Field(
+        default="", pattern=r"^[A-Za-z0-9_-]{0,32}$", validation_alias="VOXGUARD_NATS_NAMESPACE"
+    )
 
     @field_validator("database_url", "nats_url", "otlp_endpoint", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from voxguard.baseline.store import rates
 from voxguard.shared.auth import require_scope
 from voxguard.shared.config import Tier
 from voxguard.shared.errors import ApiError
+from voxguard.shared.runbooks import checklist_for, load_runbooks, runbook_for
 
 if TYPE_CHECKING:
     from .service import BaselineService
@@ -55,6 +56,7 @@ def _utc(t: dt.datetime) -> dt.datetime:
 def build_router(svc: BaselineService) -> APIRouter:
     """The baseline routes, bound to one running service."""
     router = APIRouter(tags=["baseline"])
+    runbooks = load_runbooks(svc.ctx.config.runbooks)
 
     async def engine_call(fn: Any, *args: Any) -> Any:
         async with svc.lock:
@@ -173,8 +175,15 @@ def build_router(svc: BaselineService) -> APIRouter:
             raise ApiError(404, "incident_not_found", f"no incident {incident_id!r}")
         view, timeline = found
         tid = view.target_id
+        book = runbook_for(runbooks, view.tier.value, view.vectors, view.peak_ratio)
+        incident = view.model_dump(mode="json")
+        incident["runbook"] = incident.get("runbook") or (book.name if book else None)
         return {
-            "incident": view.model_dump(mode="json"),
+            "incident": incident,
+            # the runbook the incident triggers, and the NOC checklist with the regulatory
+            # reporting steps when the target is tagged as an emergency-services trunk
+            "runbook": book.model_dump(mode="json") if book else None,
+            "checklist": checklist_for(book, view.tags),
             "timeline": timeline,
             "peak": {
                 "ratio": view.peak_ratio,

@@ -173,6 +173,7 @@ def _init_model(config: VoxGuardConfig, seed: int) -> None:
 def _minute_block(start: int, seconds: int) -> list[tuple[dict[str, Any], np.ndarray]]:
     """Minute sums of every target over ``[start, start + seconds)`` (``seconds`` % 60 == 0)."""
     from voxguard.ingest.decode.flows import SipMethod
+    from voxguard.ingest.simulate.sender import DEFAULT_FORMATS, DEFAULT_SFLOW_SAMPLING, sampled_distinct
 
     tot = _MODEL.totals(start, seconds, include_attacks=False)
     n_min = seconds // 60
@@ -190,6 +191,11 @@ def _minute_block(start: int, seconds: int) -> list[tuple[dict[str, Any], np.nda
         for name in ("bytes", "packets", "flows", "new_connections", "icmp_packets", "long_lived_flows",
                      "distinct_sources", "sip_scanner_packets", "sip_malformed_packets"):  # fmt: skip
             v[:, _IX[name]] = per_min(getattr(tt, name))
+        if DEFAULT_FORMATS.get(tt.target.tier) == "sflow5":
+            # what the collector counts from 1-in-N packet samples of `voxguard simulate`: only the
+            # sources that had a packet sampled (the packet counts are scaled back, sources are not)
+            seen = sampled_distinct(tt.distinct_sources, tt.packets, DEFAULT_SFLOW_SAMPLING)
+            v[:, _IX["distinct_sources"]] = per_min(seen)
         sip = np.asarray(tt.sip, dtype=np.float64)
         other = sip[:, 1:].sum(axis=1)
         for code, col in named.items():

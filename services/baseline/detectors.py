@@ -50,11 +50,11 @@ NV = len(VECTORS)
 CATALOGUE: dict[str, dict[str, float]] = {
     "sip_flood": {"ratio": 5.0},
     "malformed_sip": {"ratio": 5.0},
-    "tls_exhaustion": {"ratio": 4.0},
+    "tls_exhaustion": {"ratio": 4.0, "min_rate": 5.0},  # new connections/s: fewer exhaust no SBC
     "icmp_flood": {"ratio": 10.0},
-    "register_storm": {"ratio": 4.0},
+    "register_storm": {"ratio": 4.0, "min_rate": 5.0},  # REGISTERs/s
     "sbc_not_filtering": {"ratio": 3.0},
-    "call_routing_exhaustion": {"ratio": 4.0},
+    "call_routing_exhaustion": {"ratio": 4.0, "min_rate": 5.0},  # INVITEs/s: a registrar routes hundreds
     "rtp_flood": {"ratio": 3.0},
     "codec_exhaustion": {"ratio": 1.15},  # bytes/packet shift
     "turn_abuse": {"ratio": 4.0},
@@ -75,7 +75,11 @@ CALLS_UP = 1.5  # regional call growth (SBC INVITEs) that counts as a surge of d
 HOLDING_S = 300.0  # call holding time over which demand decays after a surge
 TURN_MIN_EXCESS_PPS = 500.0  # ten relayed calls (50 pkt/s each): less is a busy minute, not abuse
 RTP_MIN_EXCESS_PPS = 1000.0  # twenty RTP streams
+RTP_PACKETS_PER_FLOW = 100.0  # a call's RTP flow lasts seconds to minutes at 50 pkt/s: far more packets
+CALL_SHAPED = 2.0  # packets per source within this factor of the usual: the excess looks like more calls
 API_CONN_EPS = 2.0  # an API endpoint's clients reconnect in bursts: below 2 conn/s baseline, use 2
+WS_MIN_EXCESS_LL = 20.0  # websocket_exhaustion: at least this many more long-lived connections held
+WS_EDGE_MIN_CONN = 10.0  # websocket_exhaustion on new connections alone: at least this many per second
 MEDIA_FLAT = 0.5  # TDoS: media ratio below this share of the signalling ratio = inverted
 
 
@@ -149,6 +153,7 @@ class Frame:
     ext_sip: np.ndarray | None = None  # per target: max external SIP ratio of its region's SBCs
     media: np.ndarray | None = None  # per target: media ratio of its region
     demand: np.ndarray | None = None  # per target: legitimate call growth of its region (>= 1)
+    disp: np.ndarray | None = None  # [n, NM] dispersion index of each count (None: Poisson, 1)
     _cols: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
 
     def take(self, idx: np.ndarray) -> Frame:
@@ -161,6 +166,7 @@ class Frame:
             ext_sip=None if self.ext_sip is None else self.ext_sip[idx],
             media=None if self.media is None else self.media[idx],
             demand=None if self.demand is None else self.demand[idx],
+            disp=None if self.disp is None else self.disp[idx],
         )  # fmt: skip
 
     @property
@@ -168,12 +174,16 @@ class Frame:
         return int(self.last.shape[0])
 
     def col(self, kind: str, m: int) -> np.ndarray:
-        """A contiguous copy of one metric column of ``x`` (last), ``e`` (expected) or ``s`` (spread),
-        cached: several detectors read the same columns."""
+        """A contiguous copy of one metric column of ``x`` (last), ``e`` (expected), ``s`` (spread) or
+        ``d`` (dispersion), cached: several detectors read the same columns."""
         key = (kind, m)
         got = self._cols.get(key)
         if got is None:
-            src = {"x": self.last, "e": self.expected, "s": self.spread}[kind]
+            if kind == "d" and self.disp is None:
+                got = self._cols[key] = np.ones(self.n, np.float32)
+                return got
+            src = {"x": self.last, "e": self.expected, "s": self.spread, "d": self.disp}[kind]
+            assert src is not None
             got = self._cols[key] = np.ascontiguousarray(src[:, m])
         return got
 
@@ -248,13 +258,22 @@ class _Ctx:
         # carried by sessions that persist across ticks, so their scatter does not average out over
         # the window; events (connections, INVITEs...) are close to independent, so it does
         spr = np.float32(1.25 * fr.dt) * fr.col("s", m) * e
-        if m in VOLUME:
-            sd, z = np.maximum(np.sqrt(np.maximum(se, 0.0)), spr * self.hold), Z_VOLUME
-        else:
-            sd, z = np.maximum(np.sqrt(np.maximum(se, 0.0)), spr * np.sqrt(self.hold)), Z
+        # counting noise, widened by the dispersion of the count (pairs, sampling scale, streams)
+        disp = np.maximum(fr.col("d", m), np.float32(1.0))
+        poisson = np.sqrt(np.maximum(se, 0.0) * disp)
         excess = s - se
         with np.errstate(invalid="ignore"):
-            sig = excess > z * sd + COUNT_FLOOR[m]
+            if m in VOLUME:
+                sd, z = np.maximum(poisson * np.sqrt(self.hold), spr * self.hold), Z_VOLUME
+                sig = excess > z * sd + COUNT_FLOOR[m]
+            else:
+                # few events: a Gaussian tail is far too thin (ten pairs of INVITEs where 2.5 are
+                # usual is 4.7 sigma, yet happens daily), so test the count of clusters on the
+                # square-root scale that makes Poisson noise unit-sized (Anscombe)
+                sd, z = np.maximum(poisson, spr * np.sqrt(self.hold)), Z
+                q, qe = np.maximum(s, 0.0) / disp, np.maximum(se, 0.0) / disp
+                anscombe = 2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))
+                sig = (anscombe > z) & (excess > z * spr * np.sqrt(self.hold) + COUNT_FLOOR[m])
             sig_close = excess > 2.0 * sd + COUNT_FLOOR[m] / 2
             last_ok = fr.col("x", m) / eb > self.close
             hot = (r > r_open) & sig & last_ok & (xm >= self.min_rate) & self.enabled
@@ -401,6 +420,18 @@ def rtp_flood(fr: Frame) -> Result:
     # a gateway carrying three calls at night that gets three more is not a flood: RTP comes in
     # 50 pkt/s streams, so demand an excess of at least twenty of them
     hot &= (c.wcol(PPS) - np.nan_to_num(e)) >= RTP_MIN_EXCESS_PPS
+    # Floods do not look like calls: a few sources blasting (packets per source far above one
+    # stream's), spoofed sources sending a handful each (far below), or a new flow every few
+    # packets. Traffic whose excess keeps the usual packets per source and per flow is more
+    # calls, as likely demand as an attack: it must clear twice the ratio.
+    e_src = np.maximum(np.nan_to_num(fr.expected[:, SRC]), RATE_EPS[SRC])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_src = (c.wcol(PPS) / np.maximum(c.wcol(SRC), 1.0)) / (np.nan_to_num(e) / e_src)
+        call_shaped = (per_src > 1.0 / CALL_SHAPED) & (per_src < CALL_SHAPED)
+        excess_pps = c.wcol(PPS) - np.nan_to_num(e)
+        excess_fps = c.wcol(FPS) - np.nan_to_num(fr.expected[:, FPS])
+        call_shaped &= excess_fps * RTP_PACKETS_PER_FLOW < excess_pps
+    hot &= ~call_shaped | (r > 2.0 * c.ratio * _d(fr))
     return c.result(hot & mask, active & mask, r, PPS, e)
 
 
@@ -463,7 +494,11 @@ def websocket_exhaustion(fr: Frame) -> Result:
     c = _Ctx(fr, "websocket_exhaustion")
     mask = fr.tier == T_API
     h_l, a_l, r_l, e_l = c.test(LL)
+    h_l &= (c.wcol(LL) - np.nan_to_num(e_l)) >= WS_MIN_EXCESS_LL
+    # the leading edge alone is weaker evidence (clients reconnect in bursts): it needs enough new
+    # connections that holding them all could exhaust anything
     h_c, a_c, r_c, e_c = c.test(CONN, eps=API_CONN_EPS)
+    h_c &= c.wcol(CONN) >= WS_EDGE_MIN_CONN
     with np.errstate(invalid="ignore"):
         ws = np.nan_to_num(fr.expected[:, LL]) > 0.3 * np.nan_to_num(fr.expected[:, CONN])
     use_c = h_c & ws & ~h_l

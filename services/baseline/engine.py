@@ -19,7 +19,7 @@ import io
 import json
 import math
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,12 +40,19 @@ from voxguard.baseline.profile import (
 )
 from voxguard.shared.config import TargetDef, Tier, VoxGuardConfig
 from voxguard.shared.messages import Anomaly, IncidentEvent, IncidentView, TrafficTick
+from voxguard.shared.runbooks import Runbook, load_runbooks
 
 STATE_MAGIC = "voxguard-detection-engine"
 STATE_VERSION = 1
 # size_histogram buckets 0 (< 100 B) and 5 (> 1200 B): not the size of a SIP message
 DARK_SHARE = 0.1  # SBC signalling below this share of a baseline of at least DARK_MIN pkt/s is dark
 DARK_MIN = 10.0
+FEW_EVENTS = 30.0  # a count expected below this over the hold window must stay hot one tick longer
+# counts that a sampling collector scales up from 1-in-N samples (volumes in bytes, sources and
+# long flows are judged by their spread instead)
+SAMPLED_COUNTS = [metric_index(m) for m in ("packets", "flows", "new_connections", "icmp_packets", "sip_invite",
+                                            "sip_register", "odd_size_packets", "sip_malformed_packets",
+                                            "sip_scanner_packets")]  # fmt: skip
 
 
 @dataclass
@@ -126,8 +133,9 @@ class DetectionEngine:
         self.th = det.Thresholds.from_config(config)
         self.hmax = self.th.max_hold()
         self.policy = LearnPolicy()
-        self.runbooks: dict[str, Any] = dict(config.runbooks or {})
+        self.runbooks: list[Runbook] = load_runbooks(config.runbooks or {})
         self.stats = Stats()
+        self.owner: Callable[[str], bool] | None = None  # see set_owner
         self._reset()
         for td in config.iter_targets():
             self._row(td.id, _meta_of(td), aggregate=True)
@@ -150,6 +158,7 @@ class DetectionEngine:
         self.per_session = np.full(cap, np.nan)
         self.learn_need = np.full(cap, 7 * 86_400.0)
         self.demand = np.ones(cap)
+        self.sample_scale = np.ones(cap, np.float32)  # 1-in-N of sampled SIP (sFlow): counts scaled by N
         self.ring = np.full((self.hmax, cap, NM), np.nan, np.float32)
         self.ring_pos = 0
         self.buffer: dict[float, dict[str, tuple[TrafficTick, np.ndarray]]] = {}
@@ -165,7 +174,7 @@ class DetectionEngine:
         cap = self.bank.capacity
         for name, fill in (("tier_code", 0), ("role_code", 0), ("region_code", 0), ("aggregate", False),
                            ("last_seen", np.nan), ("sessions", np.nan), ("per_session", np.nan),
-                           ("learn_need", 7 * 86_400.0), ("demand", 1.0)):  # fmt: skip
+                           ("learn_need", 7 * 86_400.0), ("demand", 1.0), ("sample_scale", 1.0)):  # fmt: skip
             old = getattr(self, name)
             if len(old) < cap:
                 new = np.full(cap, fill, dtype=old.dtype)
@@ -273,6 +282,12 @@ class DetectionEngine:
             if m.get("tier") == "turn" and relay in (m["id"], m.get("component"), m.get("host")):
                 self.sessions[row] = value
 
+    def set_owner(self, owns: Callable[[str], bool] | None) -> None:
+        """Sharded workers: only targets for which ``owns(target_id)`` is true get anomalies and
+        incidents; the others are still observed and learned (the detectors' cross-tier context).
+        ``None`` (the default) owns everything."""
+        self.owner = owns
+
     # -- processing --------------------------------------------------------------------------------
 
     def advance(self, now: datetime) -> EngineOutput:
@@ -312,6 +327,10 @@ class DetectionEngine:
             rows.append(row)
             vecs.append(vec)
             by_row[row] = tick
+            if tick.sip_sampled_packets > 0 and tick.sip_methods:
+                scale = sum(tick.sip_methods.values()) / tick.sip_sampled_packets
+                old = float(self.sample_scale[row])
+                self.sample_scale[row] = old + 0.1 * (max(1.0, scale) - old)
         n = self.n
         x = np.full((n, NM), np.nan, np.float32)
         ri = np.array(rows, dtype=np.int64)
@@ -352,7 +371,7 @@ class DetectionEngine:
         frame = det.Frame(
             dt=self.dt, last=x, windows=windows, expected=e, spread=self.bank.spread[:n], tier=self.tier_code[:n],
             role=self.role_code[:n], region=self.region_code[:n], aggregate=self.aggregate[:n], live=live,
-            sessions=self.sessions[:n], per_session=self.per_session[:n], th=self.th,
+            sessions=self.sessions[:n], per_session=self.per_session[:n], th=self.th, disp=self._dispersion(n),
         )  # fmt: skip
         results = det.run_by_tier(frame, self.demand[:n])
         if frame.demand is not None:
@@ -369,13 +388,17 @@ class DetectionEngine:
             vi = det.V_INDEX[vector]
             for j in np.flatnonzero(r.hot).tolist():
                 row = int(sel[j])
+                if self.owner is not None and not self.owner(self.ids[row]):
+                    continue  # another worker's target: context only (see set_owner)
                 f = Finding(vector, float(r.ratio[j]), float(r.observed[j]), _f(r.baseline[j]),
                             det.METRIC_LABEL.get(int(r.metric[j]), "packets_per_s"))  # fmt: skip
-                findings.setdefault(row, []).append(f)
                 key = (row, vi)
                 seen_hot.add(key)
                 age = self.hot_age.get(key, -1) + 1
                 self.hot_age[key] = age
+                if age == 0 and self._few_events(row, vi, int(r.metric[j]), f.baseline):
+                    continue  # a handful of events: one more hot tick before it may open an incident
+                findings.setdefault(row, []).append(f)
                 if age % self.anomaly_every == 0:
                     out.anomalies.append(self._anomaly(row, f, when, bool(learning[row]), by_row.get(row)))
         for key in [k for k in self.hot_age if k not in seen_hot]:
@@ -417,6 +440,26 @@ class DetectionEngine:
             cur = self.per_session[:n][known]
             a = min(1.0, self.dt / 3600.0)
             self.per_session[:n][known] = np.where(np.isnan(cur), ps, cur + a * (ps - cur))
+
+    def _few_events(self, row: int, vi: int, metric: int, baseline: float) -> bool:
+        """Whether a new incident on this count would rest on a few events: clusters of a handful
+        (a PBX's burst of calls, clients reconnecting together) pass one window's test far more
+        often than its noise model says, and a real attack holds for longer than one window."""
+        if metric < 0 or self.ids[row] in self.book.open:
+            return False  # a derived ratio, or an incident that is already open
+        window_s = float(self.th.hold[int(self.tier_code[row]), vi]) * self.dt
+        return baseline * window_s < FEW_EVENTS
+
+    def _dispersion(self, n: int) -> np.ndarray:
+        """Learned dispersion, at least the sampling scale for counts made of 1-in-N samples: each
+        sampled packet stands for N, so a count of them scatters N times more than Poisson."""
+        disp = self.bank.disp[:n]
+        scale = self.sample_scale[:n]
+        if not (scale > 1.0).any():
+            return disp
+        out = disp.copy()
+        out[:, SAMPLED_COUNTS] = np.maximum(out[:, SAMPLED_COUNTS], scale[:, None])
+        return out
 
     def _dark(self, fr: det.Frame) -> set[str]:
         """Components whose SBC signalling went dark while the SBC tier still reports."""

@@ -237,7 +237,10 @@ class MinuteBuckets:
         per[:, _IX["flows"]] = first * scale[rep]
         per[:, _IX["new_connections"]] = (first & syn[rep]) * scale[rep]
         per[:, _IX["icmp_packets"]] = packets[rep] * share * icmp[rep]
-        per[:, _IX["long_lived_flows"]] = first * (span[rep] > 1) * scale[rep]
+        # long flows count in every second they run (as the collector counts them per tick)
+        dur_s = np.maximum(f["end_ms"].astype(np.float64) - f["start_ms"].astype(np.float64), 0.0) / 1000.0
+        long_s = np.where(dur_s >= 60.0, dur_s, 0.0) * scale
+        per[:, _IX["long_lived_flows"]] = long_s[rep] * share
         per[:, _IX["odd_size_packets"]] = packets[rep] * share * odd[rep]
         keys = tgt * (1 << 40) + minute
         uniq, inv = np.unique(keys, return_inverse=True)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from voxguard.shared.messages import SEVERITY_ORDER, IncidentEvent, IncidentView, Severity, SourceCount, new_id
+from voxguard.shared.runbooks import Runbook, runbook_for
 
 UPDATE_PEAK_STEP = 1.25  # an "updated" event when the peak ratio grows by this factor
 
@@ -150,14 +151,14 @@ class IncidentBook:
         internal: bool,
         top_sources: list[SourceCount],
         top_prefixes: list[SourceCount],
-        runbooks: dict[str, Any],
+        runbooks: list[Runbook],
     ) -> IncidentEvent | None:
         """Open or update the target's incident with this tick's hot vectors."""
         best = max(findings, key=lambda f: f.ratio)
         tier = str(target["tier"])
         inc = self.open.get(target["id"])
         if inc is None:
-            rb = runbooks.get(best.vector)
+            rb = runbook_for(runbooks, tier, [f.vector for f in findings], best.ratio)
             inc = Incident(
                 id=new_id(),
                 tier=tier,
@@ -179,7 +180,7 @@ class IncidentBook:
                 metric=best.metric,
                 top_sources=top_sources,
                 top_prefixes=top_prefixes,
-                runbook=rb if isinstance(rb, str) else None,
+                runbook=rb.name if rb else None,
                 last_event_peak=best.ratio,
             )
             self.open[inc.target_id] = inc
@@ -191,6 +192,9 @@ class IncidentBook:
             if f.vector not in inc.vectors:
                 inc.vectors.append(f.vector)
                 changed = True
+        if inc.runbook is None:  # a vector that joined later may be the one a runbook is for
+            rb = runbook_for(runbooks, tier, inc.vectors, max(best.ratio, inc.peak_ratio))
+            inc.runbook = rb.name if rb else None
         if best.ratio > inc.peak_ratio:
             inc.peak_ratio, inc.peak_value, inc.baseline_value, inc.metric = (
                 best.ratio, best.observed, best.baseline, best.metric)  # fmt: skip

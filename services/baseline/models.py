@@ -124,5 +124,20 @@ class IncidentEventRow(BaselineBase):
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
     incident_id: Mapped[str] = mapped_column(String(64), index=True)
     event: Mapped[str] = mapped_column(String(16))
-    ts: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    ts: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ShardStateRow(BaselineBase):
+    """What a sharded baseline worker hands over with a partition (``<partition>/<shards>``): the
+    learned rows (saved periodically and on release) and the open incidents (saved with every
+    incident event, in the same transaction), so the next owner continues them under the same id."""
+
+    __tablename__ = "baseline_shard_state"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    worker: Mapped[str] = mapped_column(String(128))
+    saved_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    incidents: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    incidents_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -62,6 +62,7 @@ COUNT_FLOOR = np.array([3, 300, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3], dtype=np.float32)
 # Smallest baseline used as a divisor (per second): a ratio stays finite on an idle target, and on a
 # near-idle one (a night-time INVITE trickle) a burst of a few events is not "10x".
 RATE_EPS = np.array([0.5, 50, 1.0, 0.5, 1, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5], dtype=np.float32)
+DISP_MAX = 10_000.0  # dispersion cap: a 1:10000 sampled count
 
 
 def metric_index(name: str) -> int:
@@ -105,7 +106,8 @@ class LearnPolicy:
 class ProfileBank:
     """Profiles, visit accumulators, short-term levels and tick-level spread for all targets."""
 
-    ARRAYS = ("level", "spread", "vsum", "vcnt", "sx", "se", "learned_s", "learned_from", "learned_until")
+    ARRAYS = ("level", "spread", "disp", "vsum", "vcnt", "sx", "se", "learned_s", "learned_from", "learned_until")
+    OPTIONAL = {"disp": 1.0}  # arrays a state saved by an older build may lack: start at this value
     SETTINGS = ("fold_w", "short_s")  # per-target speeds from config, not state
 
     def __init__(self, capacity: int = 64):
@@ -113,6 +115,10 @@ class ProfileBank:
         self.n = 0
         self.level = np.full((SLOTS, cap, NM), np.nan, dtype=np.float16)
         self.spread = np.ones((cap, NM), dtype=np.float32)  # relative mean abs deviation per tick
+        # dispersion index (variance / mean of a tick's count): 1 for independent events, 2 when
+        # they come in pairs, ~N when a 1:N sampled count is scaled up, ~50 for packets of 50 pkt/s
+        # streams; it scales the Poisson noise of the detectors' significance test
+        self.disp = np.ones((cap, NM), dtype=np.float32)
         self.vsum = np.zeros((cap, NM), dtype=np.float32)
         self.vcnt = np.zeros(cap, dtype=np.float32)  # seconds accumulated in the current visit
         self.sx = np.zeros((cap, NM), dtype=np.float32)  # short-term EWMA of observed
@@ -143,7 +149,7 @@ class ProfileBank:
                 axis = 1 if name == "level" else 0
                 shape = list(old.shape)
                 shape[axis] = cap
-                fills = {"level": np.nan, "spread": 1.0, "learned_from": np.nan, "learned_until": np.nan,
+                fills = {"level": np.nan, "spread": 1.0, "disp": 1.0, "learned_from": np.nan, "learned_until": np.nan,
                          "fold_w": fold_weight(7), "short_s": 3600.0}  # fmt: skip
                 fill = fills.get(name, 0)
                 new = np.full(shape, fill, dtype=old.dtype)
@@ -238,6 +244,13 @@ class ProfileBank:
         a = np.float32(min(1.0, dt / 1800.0))
         spr = self.spread[:n]
         spr += np.where(mc & known, a * (dev - spr), np.float32(0.0))
+        # dispersion: squared deviation over the expected count, each tick bounded against the
+        # current estimate so one burst cannot blow it up
+        d = self.disp[:n]
+        e_cnt = np.maximum(e0 * fdt, RATE_EPS * fdt)
+        dev2 = np.minimum(np.square((x - e0) * fdt) / e_cnt, np.float32(10.0) * d + np.float32(10.0))
+        d += np.where(mc & known, a * (dev2 - d), np.float32(0.0))
+        np.clip(d, 1.0, DISP_MAX, out=d)
         # short-term level: EWMA of observed and of profile-expected over the same ticks
         prof = self.profile_at(t)
         has = ~np.isnan(prof)
@@ -306,6 +319,11 @@ class ProfileBank:
             # minute medians hide tick-level scatter: widen them rather than alarm on the first day
             spr = np.clip(1.5 * np.nan_to_num(rel, nan=0.0) + np.minimum(poisson, 3.0), 0.02, 5.0)
             self.spread[row] = np.where(np.isnan(m), self.spread[row], spr).astype(np.float32)
+            # dispersion from the scatter of minute means within each hour: var(minute mean) =
+            # D x rate / 60 for a count with dispersion D (slow trends inflate it: conservative)
+            with _quiet_nan():
+                d_est = np.nanmedian(np.square(1.4826 * mad[good]) * 60.0 / np.maximum(med[good], RATE_EPS), axis=0)
+            self.disp[row] = np.where(np.isnan(d_est), self.disp[row], np.clip(d_est, 1.0, DISP_MAX)).astype(np.float32)
             # the short-term level starts neutral with the weight of a full window, so the first live
             # ticks (maybe an attack's) cannot swing it
             with _quiet_nan():
@@ -335,6 +353,8 @@ class ProfileBank:
         bank = cls(max(n, 1))
         bank.n = n
         for name in cls.ARRAYS:
+            if name not in arrays and name in cls.OPTIONAL:
+                continue  # keeps the fresh bank's default
             if name not in arrays:
                 raise ValueError(f"profile array {name!r} is missing")
             arr = np.asarray(arrays[name])

@@ -9,6 +9,18 @@ Closed minutes are written with an additive upsert, the engine state is snapshot
 
 Ticks are acked once they are in the engine and the open minute (in memory); a crash loses at
 most the open minute of the rollup and what the engine learned since its last snapshot.
+
+Sharded (``VOXGUARD_BASELINE_SHARDS`` = P > 1, see ``voxguard.shared.partition``): several
+workers split the per-host targets. Each reads every component tick (an ordered consumer on
+``voxguard.traffic.v1.*``: the detectors' cross-tier context), holds partition leases
+(``shards.ShardLeases``) and, per partition it holds, a durable consumer ``baseline-p<k>of<P>``
+on ``voxguard.traffic.v1.*.<k>``. The engine decides (anomalies, incidents) only for targets of
+held partitions. A partition's learned rows and open incidents are saved in the shared database
+(``baseline_shard_state``): the rows every snapshot interval and on hand-over, the incidents in
+the same commit as every incident event. A worker taking a partition loads both before it
+decides anything for it, continues open incidents under their ids, and republishes the
+partition's recent events (JetStream drops those already stored), so a worker killed between
+commit and publish loses nothing.
 """
 
 from __future__ import annotations
@@ -18,20 +30,28 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from voxguard.baseline import metrics
 from voxguard.baseline.rollup import LiveWindow, MinuteRollup, target_meta
+from voxguard.baseline.shards import ShardLeases, new_worker_id
 from voxguard.baseline.store import BaselineStore, minute_floor
 from voxguard.shared.bus import STREAM_TRAFFIC, Delivery, Subscription
 from voxguard.shared.config import VoxGuardConfig
 from voxguard.shared.db import make_engine, readiness_check
 from voxguard.shared.http import ServiceSpec
 from voxguard.shared.messages import Anomaly, IncidentEvent, IncidentView, TrafficTick
+from voxguard.shared.partition import context_filter, partition_filter, partition_of
 from voxguard.shared.runtime import ServiceContext
+
+if TYPE_CHECKING:
+    from voxguard.baseline.engine import DetectionEngine
 
 log = logging.getLogger("voxguard.baseline")
 
@@ -41,6 +61,8 @@ FLUSH_GRACE_S = 5.0  # a minute is written once this long has passed after its e
 RETAIN_DAYS = 90  # as timescale.RETAIN_FOR: the longest baseline window a tier may configure
 RETENTION_EVERY_S = 3600.0
 WS_QUEUE = 256  # events buffered per WebSocket client before it is dropped as too slow
+REPUBLISH_S = 100.0  # on taking a partition, its events of this long ago are published again
+PARTITION_ACK_WAIT_S = 10.0  # a dead owner's in-flight ticks come back to the next owner this soon
 
 
 class EngineOutputLike(Protocol):
@@ -116,6 +138,8 @@ class BaselineService:
         snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
         clock: Callable[[], dt.datetime] | None = None,
         durable: str = DURABLE,
+        shards: int | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self.ctx = ctx
         self.tick_seconds = float(ctx.config.ingest.tick_seconds)
@@ -138,6 +162,13 @@ class BaselineService:
         self._last_retention = 0.0
         self._tier_observed: dict[tuple[str, str], float] = {}  # (tier, component target) -> last pps
         self._tier_metrics_at = 0.0
+        self.shards = int(shards if shards is not None else ctx.settings.baseline_shards)
+        self.worker_id = worker_id or new_worker_id()
+        self.leases: ShardLeases | None = None
+        self.parts: set[int] = set()  # partitions whose state is loaded and that we decide for
+        self._part_subs: dict[int, Subscription[TrafficTick]] = {}
+        self._ctx_sub: Any = None
+        self._commit = asyncio.Lock()  # engine decisions and shard saves reach the DB in order
         self.started = False
         self.stats = {"ticks": 0, "steps": 0, "minutes_written": 0, "events": 0, "anomalies": 0, "errors": 0}
 
@@ -161,14 +192,26 @@ class BaselineService:
                 log.exception("engine state could not be loaded; starting from scratch")
         self._known_targets = {t.id for t in await asyncio.to_thread(self.store.targets)}
         self._last_snapshot = asyncio.get_running_loop().time()
-        self._sub = await self.ctx.bus.subscribe_durable(
-            STREAM_TRAFFIC, self.durable, "voxguard.traffic.v1.>", TrafficTick, self._on_tick
-        )
+        if self.sharded:
+            await self._start_sharded()
+        else:
+            self._sub = await self.ctx.bus.subscribe_durable(
+                STREAM_TRAFFIC, self.durable, "voxguard.traffic.v1.>", TrafficTick, self._on_tick
+            )
         self._task = asyncio.create_task(self._run(), name="baseline-detect")
         self.started = True
 
     async def stop(self) -> None:
-        """Stop consuming, run a last step, write every open minute and the engine state."""
+        """Stop consuming, run a last step, write every open minute and the engine state (sharded:
+        hand every partition back with its state first)."""
+        if self._ctx_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._ctx_sub.unsubscribe()
+        if self.leases is not None:
+            try:
+                await self.leases.stop()
+            except Exception:
+                log.exception("handing partitions back at stop failed")
         if self._sub is not None:
             await self._sub.stop()
         if self._task is not None:
@@ -195,13 +238,19 @@ class BaselineService:
             self.db.dispose()
 
     async def consumer_ready(self) -> bool:
-        return self._sub is not None and self._sub.running and self._task is not None and not self._task.done()
+        loop_ok = self._task is not None and not self._task.done()
+        if self.sharded:
+            return loop_ok and self._ctx_sub is not None and self.leases is not None and self.leases.running
+        return self._sub is not None and self._sub.running and loop_ok
 
     # -- work -----------------------------------------------------------------------------
 
-    async def _on_tick(self, tick: TrafficTick, delivery: Delivery) -> None:
+    async def _on_tick(self, tick: TrafficTick, delivery: Delivery | None) -> None:
         async with self.lock:
             self.engine.observe([tick])
+        self.stats["ticks"] += 1
+        if self.sharded and not self.owns_target(tick.target_id):
+            return  # context for the detectors; its owner stores it
         self.rollup.add(tick)
         self.live.add(tick)
         metrics.TICKS.labels(tick.tier.value).inc()
@@ -210,7 +259,6 @@ class BaselineService:
             self._tier_observed[key] = tick.packets / tick.tick_seconds
         if tick.target_id not in self._known_targets:
             self._new_targets[tick.target_id] = target_meta(tick)
-        self.stats["ticks"] += 1
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,11 +283,14 @@ class BaselineService:
 
     async def step(self, now: dt.datetime) -> None:
         """One detection step: advance, commit incident events, then publish and fan out."""
-        async with self.lock:
-            out = await asyncio.to_thread(self.engine.advance, now)
+        async with self._commit:
+            async with self.lock:
+                out = await asyncio.to_thread(self.engine.advance, now)
+                handover = self._shard_incidents(out.events) if self.sharded and out.events else None
+            if out.events:
+                await asyncio.to_thread(self.store.record_events, out.events, handover)
         self.stats["steps"] += 1
         if out.events:
-            await asyncio.to_thread(self.store.record_events, out.events)
             self.stats["events"] += len(out.events)
             for ev in out.events:
                 self.hub.publish(ev)
@@ -325,19 +376,169 @@ class BaselineService:
         return await asyncio.to_thread(self.store.delete_minutes_before, cutoff)
 
     async def snapshot(self) -> None:
-        """Save the engine's learned state."""
+        """Save the engine's learned state (sharded: each held partition's)."""
+        if self.sharded:
+            for k in sorted(self.parts):
+                await self._save_partition(k)
+            self._last_snapshot = asyncio.get_running_loop().time()
+            return
         async with self.lock:
             data = await asyncio.to_thread(self.engine.export_state)
         await asyncio.to_thread(self.store.save_state, data, self.clock())
         self._last_snapshot = asyncio.get_running_loop().time()
 
+    # -- shards -----------------------------------------------------------------------------
+
+    @property
+    def sharded(self) -> bool:
+        return self.shards > 1
+
+    def shard_key(self, k: int) -> str:
+        return f"{k}/{self.shards}"
+
+    def owns_target(self, target_id: str) -> bool:
+        """Whether this worker decides for the target (always, unsharded)."""
+        if not self.sharded:
+            return True
+        k = partition_of(target_id, self.shards)
+        return k in self.parts and self.leases is not None and self.leases.holds(k)
+
+    def _detection_engine(self) -> DetectionEngine:
+        from voxguard.baseline.engine import DetectionEngine
+
+        eng = self.engine
+        if not isinstance(eng, DetectionEngine):
+            raise RuntimeError("sharded baseline workers need the detection engine")
+        return eng
+
+    def _in_partition(self, k: int) -> Callable[[str], bool]:
+        shards = self.shards
+        return lambda tid: partition_of(tid, shards) == k
+
+    async def _start_sharded(self) -> None:
+        """Context consumer, ownership hook, then the leases (which start partition consumers)."""
+        from voxguard.baseline.shardstate import drop_incidents
+
+        eng = self._detection_engine()
+        async with self.lock:
+            drop_incidents(eng, lambda _tid: True)  # a seed's incidents come back with their partitions
+            eng.set_owner(self.owns_target)
+        bus = self.ctx.bus
+
+        async def on_context(msg: Msg) -> None:
+            try:
+                tick = TrafficTick.model_validate_json(msg.data)
+            except ValidationError:
+                self.stats["errors"] += 1
+                return
+            await self._on_tick(tick, None)
+
+        self._ctx_sub = await bus.js.subscribe(
+            bus.wire_subject(context_filter()), cb=on_context, ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+        )  # fmt: skip
+        self.leases = ShardLeases(bus, self.shards, self.worker_id, on_gain=self._gain, on_lose=self._lose)
+        await self.leases.start()
+        log.info("baseline worker %s: %d partitions", self.worker_id, self.shards)
+
+    async def _gain(self, k: int) -> None:
+        """Load partition ``k``'s rows and open incidents, then start deciding for and consuming it."""
+        from voxguard.baseline.shardstate import adopt_incidents, import_rows
+
+        eng = self._detection_engine()
+        saved = await asyncio.to_thread(self.store.load_shard, self.shard_key(k))
+        open_now = {v.id: v for v in await asyncio.to_thread(self.store.open_incidents)}
+        mine = self._in_partition(k)
+        async with self.lock:
+            if saved is not None and saved.state:
+                try:
+                    n = await asyncio.to_thread(import_rows, eng, saved.state)
+                    log.info("partition %d: %d learned rows loaded (saved by %s)", k, n, saved.worker)
+                except ValueError as exc:
+                    log.warning("partition %d: saved rows not loaded: %s", k, exc)
+            # the handed-over incidents that are still open, then any other open one of the
+            # partition the database knows (e.g. after a change of the number of shards)
+            handed = [d for d in (saved.incidents if saved else []) if d.get("id") in open_now]
+            ids = {d["id"] for d in handed}
+            rest = [v.model_dump(mode="json") for i, v in open_now.items() if i not in ids and mine(v.target_id)]
+            adopted = adopt_incidents(eng, handed + rest)
+            self.parts.add(k)
+        if adopted:
+            log.info("partition %d: continuing incidents %s", k, adopted)
+        try:
+            self._part_subs[k] = await self.ctx.bus.subscribe_durable(
+                STREAM_TRAFFIC, f"{self.durable}-p{k}of{self.shards}", partition_filter(k), TrafficTick,
+                self._on_tick, ack_wait_s=PARTITION_ACK_WAIT_S, deliver_policy=js_api.DeliverPolicy.NEW,
+            )  # fmt: skip
+        except Exception:
+            await self._lose(k, False)  # the lease goes back; whoever takes it loads the same state
+            raise
+        since = self.clock() - dt.timedelta(seconds=REPUBLISH_S)
+        recent = [e for e in await asyncio.to_thread(self.store.events_since, since) if mine(e.incident.target_id)]
+        if recent:
+            self._unpublished.extend((e.subject(), e) for e in recent)
+            await self._publish_pending()
+
+    async def _lose(self, k: int, handover: bool) -> None:
+        """Stop consuming and deciding for partition ``k``; on a hand-over, save its state first."""
+        from voxguard.baseline.shardstate import drop_incidents
+
+        sub = self._part_subs.pop(k, None)
+        if sub is not None:
+            await sub.stop()
+        if handover and k in self.parts:
+            await self._save_partition(k, release=True)
+            return
+        eng = self._detection_engine()
+        async with self.lock:
+            self.parts.discard(k)
+            drop_incidents(eng, self._in_partition(k))
+
+    async def _save_partition(self, k: int, *, release: bool = False) -> None:
+        """Write partition ``k``'s rows and open incidents (and forget them when ``release``)."""
+        from voxguard.baseline.shardstate import drop_incidents, export_rows, incidents_of
+
+        eng = self._detection_engine()
+        mine = self._in_partition(k)
+        async with self._commit:
+            async with self.lock:
+                data = await asyncio.to_thread(export_rows, eng, mine)
+                incidents = incidents_of(eng, mine)
+                if release:
+                    self.parts.discard(k)
+                    drop_incidents(eng, mine)
+            await asyncio.to_thread(
+                self.store.save_shard, self.shard_key(k), self.worker_id, state=data, incidents=incidents,
+                at=self.clock(),
+            )  # fmt: skip
+
+    def _shard_incidents(self, events: Sequence[IncidentEvent]) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+        """The open incidents of every held partition these events touch (saved with them)."""
+        from voxguard.baseline.shardstate import incidents_of
+
+        eng = self._detection_engine()
+        touched = {partition_of(e.incident.target_id, self.shards) for e in events} & self.parts
+        return {self.shard_key(k): (self.worker_id, incidents_of(eng, self._in_partition(k))) for k in touched}
+
+    def shard_status(self) -> dict[str, Any]:
+        """This worker's view of the partitions (``GET /v1/shards``)."""
+        leases = self.leases
+        return {
+            "worker": self.worker_id,
+            "shards": self.shards,
+            "owned": sorted(k for k in self.parts if leases is None or leases.holds(k)) if self.sharded else [0],
+            "leases": {str(k): w for k, w in sorted(leases.view.items())} if leases else {"0": self.worker_id},
+            "workers": list(leases.workers) if leases else [self.worker_id],
+        }
+
     def spec(self) -> ServiceSpec:
         from .api import build_router
         from .review_api import build_review_router
+        from .shards_api import build_shards_router
 
         return ServiceSpec(
             name="baseline",
-            routers=[build_router(self), build_review_router(self.store, self.ctx.config)],
+            routers=[build_router(self), build_review_router(self.store, self.ctx.config), build_shards_router(self)],
             readiness={"db": readiness_check(self.db), "consumer": self.consumer_ready},
             lifespans=[self.lifespan],
             description="Time series, seasonal baselines, detectors and incidents.",

@@ -26,10 +26,11 @@ from voxguard.baseline.models import (
     IncidentEventRow,
     IncidentRow,
     MinuteRow,
+    ShardStateRow,
     TargetRow,
 )
 from voxguard.shared.db import session_factory, upgrade_to_head
-from voxguard.shared.messages import IncidentEvent, IncidentView
+from voxguard.shared.messages import IncidentEvent, IncidentView, utcnow
 
 MIGRATIONS = "voxguard.baseline.migrations"
 ENGINE_STATE = "engine"
@@ -76,6 +77,18 @@ def rate_arrays(sums: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     bpp = np.asarray(sums["bytes"], dtype=np.float64) / np.where(pk > 0, pk, 1.0)
     out["bytes_per_packet"] = np.where(seen, np.where(pk > 0, bpp, 0.0), np.nan)
     return out
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """One shard's saved hand-over (see ``ShardStateRow``)."""
+
+    key: str
+    worker: str
+    saved_at: dt.datetime | None
+    state: bytes | None
+    incidents: list[dict[str, Any]]
+    incidents_at: dt.datetime | None
 
 
 class BaselineStore:
@@ -321,10 +334,20 @@ class BaselineStore:
 
     # -- incidents ------------------------------------------------------------------------
 
-    def record_events(self, events: Iterable[IncidentEvent]) -> int:
-        """Store each event (idempotent on its id) and the incident's latest view; one commit."""
+    def record_events(
+        self,
+        events: Iterable[IncidentEvent],
+        shard_incidents: Mapping[str, tuple[str, list[dict[str, Any]]]] | None = None,
+    ) -> int:
+        """Store each event (idempotent on its id) and the incident's latest view; one commit.
+
+        ``shard_incidents`` (sharded workers): ``{shard key: (worker, open incidents)}`` written in
+        the same commit, so whoever takes the shard over sees exactly the incidents these events
+        describe."""
         stored = 0
         with self._sessions.begin() as s:
+            for key, (worker, incidents) in (shard_incidents or {}).items():
+                self._put_shard(s, key, worker, incidents=incidents, at=utcnow())
             for ev in events:
                 if s.scalar(select(IncidentEventRow.seq).where(IncidentEventRow.event_id == ev.id)) is not None:
                     continue
@@ -347,6 +370,55 @@ class BaselineStore:
                 s.flush()
                 stored += 1
         return stored
+
+    def open_incidents(self) -> list[IncidentView]:
+        """Every incident not resolved (for a worker taking over a shard)."""
+        with self._sessions() as s:
+            rows = s.scalars(select(IncidentRow).where(IncidentRow.state != "resolved")).all()
+            return [IncidentView.model_validate(r.view) for r in rows]
+
+    def events_since(self, since: dt.datetime) -> list[IncidentEvent]:
+        """Incident events stored at or after ``since``, oldest first, with their original ids."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(IncidentEventRow).where(IncidentEventRow.ts >= since).order_by(IncidentEventRow.seq)
+            ).all()
+            out = []
+            for r in rows:
+                view = IncidentView.model_validate(r.snapshot)
+                out.append(IncidentEvent(id=r.event_id, ts=r.ts, event=r.event, tier=view.tier, incident=view))  # type: ignore[arg-type]
+            return out
+
+    # -- shards ---------------------------------------------------------------------------
+
+    def save_shard(
+        self, key: str, worker: str, *, state: bytes | None, incidents: list[dict[str, Any]], at: dt.datetime
+    ) -> None:
+        """A shard's learned rows and open incidents, as its owner hands it over."""
+        with self._sessions.begin() as s:
+            self._put_shard(s, key, worker, incidents=incidents, at=at, state=state)
+
+    def load_shard(self, key: str) -> ShardState | None:
+        with self._sessions() as s:
+            row = s.get(ShardStateRow, key)
+            if row is None:
+                return None
+            state = None if row.state is None else bytes(row.state)
+            return ShardState(key, row.worker, row.saved_at, state, list(row.incidents or []), row.incidents_at)
+
+    @staticmethod
+    def _put_shard(
+        s: Any, key: str, worker: str, *, incidents: list[dict[str, Any]], at: dt.datetime, state: bytes | None = None
+    ) -> None:
+        row = s.get(ShardStateRow, key)
+        if row is None:
+            row = ShardStateRow(key=key, worker=worker, incidents=[])
+            s.add(row)
+        row.worker = worker
+        row.incidents = incidents
+        row.incidents_at = at
+        if state is not None:
+            row.state, row.saved_at = state, at
 
     def incidents(
         self,

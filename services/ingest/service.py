@@ -16,7 +16,7 @@ from voxguard.ingest.collector import Collector
 from voxguard.ingest.pipeline import Pipeline
 from voxguard.shared.bus import PublishError
 from voxguard.shared.http import ServiceSpec
-from voxguard.shared.messages import subject_for
+from voxguard.shared.partition import traffic_subject
 from voxguard.shared.runtime import ServiceContext
 
 log = logging.getLogger("voxguard.ingest")
@@ -37,6 +37,7 @@ class IngestService:
         self._publisher: asyncio.Task[None] | None = None
         self.dropped_ticks = 0
         self.published = 0
+        self.shards = ctx.settings.baseline_shards
 
     def _sink(self, ticks: list[dict[str, Any]]) -> None:
         """Called in the collector thread: hand the tick to the event loop."""
@@ -56,7 +57,7 @@ class IngestService:
         bus = self.ctx.bus
         while True:
             ticks = await self._queue.get()
-            items = encode_ticks(ticks)
+            items = encode_ticks(ticks, self.shards)
             for attempt in range(5):
                 try:
                     self.published += await bus.publish_raw_many(items)
@@ -115,9 +116,13 @@ class IngestService:
             await self.stop()
 
 
-def encode_ticks(ticks: list[dict[str, Any]]) -> list[tuple[str, bytes, str]]:
-    """(subject, JSON bytes, message id) per tick: orjson, because a tick can hold 100k targets."""
-    return [(subject_for("traffic", t["tier"]), orjson.dumps(t), t["id"]) for t in ticks]
+def encode_ticks(ticks: list[dict[str, Any]], shards: int = 1) -> list[tuple[str, bytes, str]]:
+    """(subject, JSON bytes, message id) per tick: orjson, because a tick can hold 100k targets.
+    With ``shards`` > 1 per-host ticks go to their baseline partition's subject."""
+    return [
+        (traffic_subject(t["tier"], t["target_id"], host=t.get("host"), shards=shards), orjson.dumps(t), t["id"])
+        for t in ticks
+    ]
 
 
 def build(ctx: ServiceContext, *, host: str | None = None) -> tuple[ServiceSpec, IngestService]:

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from voxguard.mitigate import rails
-from voxguard.mitigate.exabgp import BridgeServer, ExaBGPProcess, socket_path
+from voxguard.mitigate.exabgp import BridgeServer, ExaBGPProcess, external_speaker, socket_path
 from voxguard.mitigate.flowspec import Action, Proto, RuleError, parse_ports, parse_prefix
 from voxguard.mitigate.metrics import MITIGATION_EVENTS, RULES
 from voxguard.mitigate.policy import Candidate, enforce, plan_incident
@@ -94,11 +94,14 @@ class MitigateService:
         self.dry_run = self.bgp.is_dry_run
         self.bridge = BridgeServer(socket_path(var_dir), self._on_hello, self._on_event)
         self.exabgp = ExaBGPProcess(self.bgp, var_dir / "mitigate", self.bridge.path)
+        self.external_exabgp = external_speaker()
         self.reconciler = Reconciler(self.store, self.bridge, self.publish, ack_timeout=self.bgp.ack_timeout_seconds)
         self.reconciler.on_pass = self._refresh_gauges
         self._sub: Subscription[IncidentEvent] | None = None
         self._media_sub: Subscription[TrafficTick] | None = None
-        self.rtp_peers = RtpPeerLearner()
+        # learned peers get half of the accept guards an any-source rule may need; configured
+        # whitelists keep the other half (README: "Any-source rules")
+        self.rtp_peers = RtpPeerLearner(max_total=self.bgp.max_accept_rules // 2)
         self._loop_task: asyncio.Task[None] | None = None
         self.started = False
 
@@ -108,7 +111,10 @@ class MitigateService:
         await asyncio.to_thread(self.store.migrate)
         if not self.dry_run:
             await self.bridge.start()
-            await self.exabgp.start()
+            if self.external_exabgp:
+                log.info("ExaBGP runs beside this service: waiting for its bridge on %s", self.bridge.path)
+            else:
+                await self.exabgp.start()
         else:
             log.warning("mitigate in dry-run mode (no BGP peer configured, or bgp.dry_run): rules are not announced")
         self._loop_task = asyncio.create_task(
@@ -133,8 +139,9 @@ class MitigateService:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._loop_task, 10)
-        if not self.dry_run:
+        if not self.dry_run and not self.external_exabgp:
             await self._bounded(self.exabgp.stop(), "ExaBGP")
+        if not self.dry_run:
             await self._bounded(self.bridge.stop(), "bridge socket")
         if self.owns_engine:
             self.store.engine.dispose()
@@ -178,6 +185,7 @@ class MitigateService:
             "dry_run": self.dry_run,
             "peers": [f"{p.address}:{p.port} AS{p.asn}" for p in self.bgp.peers],
             "bridge_connected": self.bridge.connected,
+            "exabgp_external": self.external_exabgp,
             "exabgp_pid": self.exabgp.proc.pid if self.exabgp.proc else None,
             "exabgp_restarts": self.exabgp.restarts,
             "announced_routes": len(self.reconciler.announced),

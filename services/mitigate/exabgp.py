@@ -27,6 +27,14 @@ from voxguard.mitigate.settings import BgpSettings
 log = logging.getLogger("voxguard.mitigate.exabgp")
 
 MAX_UNIX_PATH = 100  # sun_path is 108 bytes on Linux; stay clear of it
+EXTERNAL_ENV = "VOXGUARD_EXABGP"
+
+
+def external_speaker() -> bool:
+    """``VOXGUARD_EXABGP=external``: ExaBGP runs in its own container (the compose ``exabgp``
+    service, a Kubernetes sidecar) and its bridge connects to our socket on a shared volume, so
+    the service listens on the socket but starts no ExaBGP of its own."""
+    return os.environ.get(EXTERNAL_ENV, "").strip().lower() == "external"
 
 
 def exabgp_binary(bgp: BgpSettings) -> str:

@@ -26,7 +26,7 @@ from voxguard.mitigate import rails
 from voxguard.mitigate.flowspec import Action, FlowRoute, IPNetwork, Proto, RuleError
 from voxguard.mitigate.settings import BgpSettings
 from voxguard.mitigate.whitelist import Whitelist
-from voxguard.shared.config import MitigationSettings, TierConfig, VoxGuardConfig
+from voxguard.shared.config import MitigationSettings, Tier, TierConfig, VoxGuardConfig
 from voxguard.shared.messages import IncidentView, SourceCount
 
 log = logging.getLogger("voxguard.mitigate.policy")
@@ -155,6 +155,8 @@ def runbook(incident: IncidentView) -> str:
     for v in ("rtp_flood", "tdos"):
         if v in incident.vectors:
             return v
+    if incident.tier == Tier.MEDIA and "codec_exhaustion" in incident.vectors:
+        return "rtp_flood"  # the RTP runbook's trigger (shared/runbooks.py): a media flood seen by its sizes
     return "block_top_networks"
 
 
@@ -216,16 +218,21 @@ def plan_incident(
     for dest in target.destinations:
         base = {"destination": dest, "protocol": target.protocol, "ports": target.ports}
         if book == "rtp_flood":
-            srcs = [
-                n for n in _networks(incident.top_sources, policy.max_rules_per_incident) if n.version == dest.version
-            ]
+            # one flow route of the cap stays for the rate-limit of unknown sources: with ten top
+            # sources (a spoofed flood always has them) it would otherwise be the one rejected
+            room = max(policy.max_rules_per_incident - 1, 0)
+            srcs = [n for n in _networks(incident.top_sources, room) if n.version == dest.version] if room else []
             out += [Candidate("discard", sources=[s], **base) for s in srcs]  # type: ignore[arg-type]
             group = f"{incident.id}:{dest}:any"
             out.append(Candidate("rate_limit", sources=[], rate_bps=_rate(policy, bgp), group=group, **base))  # type: ignore[arg-type]
         elif book == "tdos":
             prefixes = incident.top_prefixes or _aggregate(incident.top_sources)
-            nets = [n for n in _networks(prefixes, limit) if n.version == dest.version]
-            nets += [n for n in geoip_networks(incident, bgp) if n.version == dest.version and n not in nets]
+            top = [n for n in _networks(prefixes, limit) if n.version == dest.version]
+            geo = [n for n in geoip_networks(incident, bgp) if n.version == dest.version and n not in top]
+            # the geographic filter gets up to half of the per-incident budget: appended after a
+            # full set of top networks, the max_rules_per_incident rail would always reject it
+            nets = top[: limit - min(len(geo), limit // 2)]
+            nets += geo[: max(limit - len(nets), 0)]
             out += [Candidate("rate_limit", sources=[n], rate_bps=_rate(policy, bgp), **base) for n in nets]  # type: ignore[arg-type]
         else:
             prefixes = incident.top_prefixes or _aggregate(incident.top_sources)

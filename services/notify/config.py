@@ -170,6 +170,10 @@ class Match(_Strict):
     tiers: list[Tier] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
     kinds: list[EventKind] = Field(default_factory=list)
+    # incident events only: the attacked component, or any of its config tags (a customer's
+    # dedicated gateway tagged ``dedicated-gateway``); mitigation events never match these
+    components: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
 
 
 class QuietHours(_Strict):

@@ -32,6 +32,11 @@ def matches(route: Route, alert: Alert) -> bool:
         return False
     if m.regions and alert.region not in m.regions:
         return False
+    inc = alert.incident
+    if m.components and (inc is None or inc.component not in m.components):
+        return False
+    if m.tags and (inc is None or not set(m.tags) & set(inc.tags)):
+        return False
     return not (m.kinds and alert.kind not in m.kinds)
 
 

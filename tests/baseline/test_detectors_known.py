@@ -157,6 +157,43 @@ def test_rtp_flood_and_codec_exhaustion_are_told_apart() -> None:
     assert hot(fr, "codec_exhaustion") == [False, True, False]
 
 
+def test_rtp_flood_needs_a_flood_shape_or_twice_the_ratio() -> None:
+    """More RTP with the usual packets per source and per flow is more calls (as at night, when a
+    gateway with six streams gets twenty more): it must clear twice the ratio; spoofed sources
+    (few packets each, a flow every few packets) or a few sources blasting are a flood at 3x."""
+    night = {"packets": 300, "bytes": 60_000, "flows": 0.2, "distinct_sources": 6}
+    calls = scaled(night, packets=4.5, bytes=4.5, distinct_sources=4.2, flows=3)
+    spoofed = scaled(night, packets=4.5, bytes=12, distinct_sources=12, flows=300)
+    blast = scaled(night, packets=4.5, bytes=4.5, distinct_sources=1.2)
+    many_calls = scaled(night, packets=8, bytes=8, distinct_sources=8, flows=3)
+    rows = [{"tier": "media", "role": "media", "expected": night, "observed": o, "aggregate": False}
+            for o in (calls, spoofed, blast, many_calls)]  # fmt: skip
+    assert hot(frame(rows), "rtp_flood") == [False, True, True, True]
+
+
+def test_dispersion_widens_the_noise_of_clustered_counts() -> None:
+    """INVITEs counted in pairs (or scaled up from 1:N sampling) scatter more than Poisson: the same
+    burst is significant for independent events and noise for a count with dispersion 4."""
+    base = {"packets": 20, "bytes": 16_000, "sip_invite": 2.0, "distinct_sources": 1}
+    burst = base | {"sip_invite": 9.0, "packets": 40}
+    rows = [{"tier": "registrar", "role": "signalling", "expected": base, "observed": burst}] * 2
+    fr = frame(rows)
+    fr.disp = np.ones((2, NM), np.float32)
+    fr.disp[1, M_INDEX["sip_invite"]] = 4.0
+    assert hot(fr, "call_routing_exhaustion") == [True, False]
+
+
+def test_tls_and_call_routing_have_an_absolute_floor() -> None:
+    """Four new TLS connections a second (or INVITEs to a registrar) exhaust nothing, whatever the
+    ratio to a near-idle night baseline; the catalogue's min_rate of 5/s applies unless configured."""
+    tls = {"packets": 100, "bytes": 10_000, "new_connections": 0.5, "flows": 0.5}
+    fr = frame([
+        {"tier": "sbc", "role": "tls", "expected": tls, "observed": tls | {"new_connections": 4.5, "bytes": 11_000}},
+        {"tier": "sbc", "role": "tls", "expected": tls, "observed": tls | {"new_connections": 9, "bytes": 11_000}},
+    ])  # fmt: skip
+    assert hot(fr, "tls_exhaustion") == [False, True]
+
+
 def test_turn_abuse_per_session_when_sessions_are_known() -> None:
     base = {"packets": 2000, "bytes": 400_000}
     more_calls = {"packets": 8000, "bytes": 1_600_000}

@@ -101,6 +101,7 @@ def test_attack_opens_updates_and_resolves(learned: DetectionEngine) -> None:
     # everything x10 from more sources with no media in sight is TDoS-shaped too
     assert set(inc.vectors) <= {"sip_flood", "tdos"} and inc.tier.value == "sbc" and inc.target_id == SBC.id
     assert inc.severity in ("warning", "major") and not inc.learning
+    assert inc.runbook in ("sip-flood-sbc", "tdos-sbc")  # the runbook its vectors trigger, by name
     assert inc.peak_ratio > 3  # the hold window's mean, still ramping in
     assert learned.open_incidents()[0].peak_ratio == pytest.approx(10, rel=0.2)
     assert "sip_flood" in learned.open_incidents()[0].vectors
@@ -286,3 +287,65 @@ def test_sbc_signalling_going_dark_makes_the_incident_critical() -> None:
         t = DAY2 + 40 + i
         later += step(e, t, [tick(t, 20, td=icmp, rates=icmp_rates, protocol="icmp")]).events
     assert later and later[-1].event == "updated" and later[-1].incident.severity == "critical"
+
+
+def test_sampled_sip_counts_are_judged_with_their_sampling_scale() -> None:
+    """A registrar whose INVITEs come from 1-in-64 sFlow samples: each sample counts 64, so three
+    samples a tick where one every other tick is usual is noise there, while the same counts
+    measured one by one would be a significant burst."""
+    reg = next(td for td in CONFIG.iter_targets() if td.tier.value == "registrar")
+    rates = {"packets": 640.0, "bytes": 500_000.0, "flows": 640.0, "distinct_sources": 2.0, "sip_invite": 32.0}
+
+    def play(sampled: bool) -> list[IncidentEvent]:
+        e = DetectionEngine(CONFIG)
+        fit_flat(e, MONDAY, 7, td=reg, rates=rates)
+        t0 = DAY2
+        events: list[IncidentEvent] = []
+        for i in range(120):  # the sampling scale is read from the ticks
+            inv = 64 if i % 2 == 0 else 0
+            extra: dict[str, Any] = {"sip_sampled_packets": inv // 64, "sampled": True} if sampled else {}
+            t = tick(t0 + i, td=reg, rates=rates, sip_methods={"INVITE": inv}, packets=640, flows=640, **extra)
+            events += step(e, t0 + i, [t]).events
+        assert not events
+        for i in range(120, 130):
+            extra = {"sip_sampled_packets": 3, "sampled": True} if sampled else {}
+            t = tick(t0 + i, td=reg, rates=rates, sip_methods={"INVITE": 3 * 64}, packets=640, flows=640, **extra)
+            events += step(e, t0 + i, [t]).events
+        return events
+
+    assert not play(sampled=True)
+    opened = play(sampled=False)
+    assert opened and opened[0].event == "opened" and opened[0].incident.vectors == ["call_routing_exhaustion"]
+
+
+def test_a_burst_of_a_few_events_needs_one_more_hot_tick() -> None:
+    """Forty INVITEs in one second against a usual two open nothing (a PBX's burst of calls: hot
+    for one tick); a surge that holds opens one tick later than a busy count would."""
+    reg = next(td for td in CONFIG.iter_targets() if td.tier.value == "registrar")
+    rates = {"packets": 40.0, "bytes": 30_000.0, "flows": 40.0, "distinct_sources": 2.0, "sip_invite": 2.0}
+
+    def first_open(burst_s: int, invites: int) -> int | None:
+        e = DetectionEngine(CONFIG)
+        fit_flat(e, MONDAY, 7, td=reg, rates=rates)
+        for i in range(60):
+            assert not step(e, DAY2 + i, [tick(DAY2 + i, td=reg, rates=rates, sip_methods={"INVITE": 2})]).events
+        for i in range(60, 90):
+            inv = invites if i < 60 + burst_s else 2
+            evs = step(e, DAY2 + i, [tick(DAY2 + i, td=reg, rates=rates, sip_methods={"INVITE": inv})]).events
+            if any(ev.event == "opened" for ev in evs):
+                return i - 60
+        return None
+
+    assert first_open(1, 40) is None  # hot for one tick only
+    held = first_open(20, 20)
+    assert held is not None
+    busy = {**rates, "sip_invite": 40.0}
+    e = DetectionEngine(CONFIG)
+    fit_flat(e, MONDAY, 7, td=reg, rates=busy)
+    opened = None
+    for i in range(20):
+        inv = 40 if i < 5 else 400
+        evs = step(e, DAY2 + i, [tick(DAY2 + i, td=reg, rates=busy, sip_methods={"INVITE": inv})]).events
+        if opened is None and any(ev.event == "opened" for ev in evs):
+            opened = i - 5
+    assert opened is not None and opened < held  # a handful of events waits one more tick

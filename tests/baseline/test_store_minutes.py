@@ -35,7 +35,7 @@ def store(store_engine: Engine) -> BaselineStore:
 
 
 def test_migrations_reach_head_and_detect_timescale(store: BaselineStore, store_engine: Engine) -> None:
-    assert current_revision(store_engine, "baseline") == "baseline_0002"
+    assert current_revision(store_engine, "baseline") == "baseline_0003"
     with store_engine.connect() as conn:
         ext = timescale.available(conn)
     assert store.timescale == ext

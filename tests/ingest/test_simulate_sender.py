@@ -198,6 +198,28 @@ def test_flow_cache_exports_like_a_router() -> None:
     assert total == 130 * 50 and len(cache) == 0
 
 
+def test_flow_cache_spreads_sessions_already_running_at_start() -> None:
+    """Calls running when the simulation starts are re-exported at their own phase of the active
+    timeout, not all in the same second one timeout after the start (what made a warm-up spike)."""
+    cache = FlowCache(active_s=60, inactive_s=15)
+    t0 = 2_000_000
+    calls = [_row(i, 5004, 17) for i in range(1, 61)]
+    ages = np.arange(60, 120, dtype=np.int64)  # each began 60..119 s before the start
+    export_at: dict[int, int] = {}
+    for i in range(70):
+        seg = _rows(calls, t0 + i)
+        for r in cache.update(seg, t0 + i, ages + i):
+            export_at.setdefault(int(r["src_port"]), i)
+    assert len(export_at) == 60
+    seconds = sorted(export_at.values())
+    assert len(set(seconds)) >= 50  # spread over the minute, not one burst
+    assert max(seconds) <= 60
+    # without ages (a cache that sees flows from their first second) every call exports together
+    cold = FlowCache(active_s=60, inactive_s=15)
+    first = [i for i in range(70) if len(cold.update(_rows(calls, t0 + i), t0 + i))]
+    assert first == [60]
+
+
 def test_run_simulate_cli_entry(config: VoxGuardConfig, collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
     buf = io.StringIO()
     assert run_simulate(list_scenarios=True, out=buf) == 0
@@ -246,3 +268,13 @@ def _rows(specs: list[dict[str, int]], t: int) -> np.ndarray:
         out["ip_version"][i] = 4
     assert out.dtype == FLOW_DTYPE
     return out
+
+
+def test_sampled_distinct_sources_follow_the_sampling() -> None:
+    from voxguard.ingest.simulate.sender import sampled_distinct
+
+    # a bot army of 1000 sources with a packet each: about 1000/64 of them are ever sampled
+    assert sampled_distinct(np.array([1000.0]), np.array([1000.0]), 64)[0] == pytest.approx(15.5, rel=0.02)
+    # ten busy trunks: every one is seen
+    assert sampled_distinct(np.array([10.0]), np.array([64_000.0]), 64)[0] == pytest.approx(10.0)
+    assert sampled_distinct(np.array([7.0]), np.array([3.0]), 1)[0] == 7.0  # unsampled: all of them

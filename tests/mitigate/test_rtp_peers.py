@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 from mitigate_helpers import example_config, incident, target_id
@@ -29,7 +30,7 @@ def media_tick(sources: list[str], target: str = MEDIA) -> TrafficTick:
 
 
 def test_learner_expires_caps_and_freezes_under_attack() -> None:
-    rl = RtpPeerLearner(ttl=60, per_target=2, max_total=3)
+    rl = RtpPeerLearner(ttl=60, per_target=2, max_total=3, min_span=0)
     assert rl.on_tick(media_tick(["198.18.5.7", "2001:db8:7::9", "198.18.6.1"]), now=0) == 2  # per-target cap
     assert {str(e.prefix) for e in rl.entries(now=10)} == {"198.18.5.0/24", "2001:db8:7::/64"}
     assert all(e.kind == KIND for e in rl.entries(now=10))
@@ -43,12 +44,23 @@ def test_learner_expires_caps_and_freezes_under_attack() -> None:
     assert rl.on_tick(media_tick(["bogus"], target="other"), now=300) == 0
 
 
+def test_only_networks_seen_for_min_span_are_peers() -> None:
+    """A flood ramping up before its incident opens must not whitelist its own sources."""
+    rl = RtpPeerLearner(ttl=60, min_span=8)
+    for t in range(5):  # a call's peer, seen over 8 s, and a new source in every tick (spoofed)
+        rl.on_tick(media_tick(["198.18.5.7", f"100.64.{t}.1"]), now=2 * t)
+    assert {str(e.prefix) for e in rl.entries(now=9)} == {"198.18.5.0/24"}
+    rl.on_tick(media_tick(["198.18.5.7"]), now=100)  # gone longer than the ttl: starts over
+    assert rl.entries(now=100) == []
+
+
 async def test_active_peer_networks_are_spared(tmp_path: Path, bus: Bus, sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     svc = MitigateService(CFG, bus, engine, tmp_path / "var", bgp=parse_bgp({}), consume=False)
     await svc.start()
     try:
-        await svc.on_media_tick(media_tick(["198.18.5.7"]))  # a call in progress before the attack
+        svc.rtp_peers.on_tick(media_tick(["198.18.5.7"]), now=time.time() - 30)  # a call in progress
+        await svc.on_media_tick(media_tick(["198.18.5.7"]))  # ... still there when the attack begins
         ev = incident(
             CFG,
             tier="media",

@@ -5,7 +5,9 @@ const state = { key: localStorage.getItem("voxguard.key") || "", charts: new Map
 const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 const items = (x) => (Array.isArray(x) ? x : (x && (x.items || x.incidents || x.mitigations || x.deliveries || x.components || x.targets || x.points)) || []);
-const ago = (t) => { if (!t) return ""; const s = Math.max(0, (Date.now() - Date.parse(t)) / 1000); return s < 90 ? `${s.toFixed(0)} s ago` : s < 5400 ? `${(s / 60).toFixed(0)} min ago` : new Date(t).toLocaleString(); };
+const span = (s) => (s < 90 ? `${s.toFixed(0)} s` : s < 5400 ? `${(s / 60).toFixed(0)} min` : null);
+const ago = (t) => { if (!t) return ""; const s = Math.max(0, (Date.now() - Date.parse(t)) / 1000); return span(s) ? `${span(s)} ago` : new Date(t).toLocaleString(); };
+const until = (t) => { if (!t) return "never"; const s = (Date.parse(t) - Date.now()) / 1000; return s <= 0 ? "expired" : span(s) ? `in ${span(s)}` : new Date(t).toLocaleString(); };
 
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { Authorization: `Bearer ${state.key}`, ...(opts.headers || {}) } });
@@ -19,23 +21,28 @@ function rows(tbody, html, cols) {
   tbody.innerHTML = html.length ? html.join("") : `<tr><td class="empty" colspan="${cols}">none</td></tr>`;
 }
 
+// "open" and "mitigated" are both ongoing: an incident stays listed once its rules are announced
 async function refreshIncidents() {
-  const data = items(await api("/v1/incidents?state=open"));
-  const open = data.filter((i) => i.state !== "resolved");
+  const lists = await Promise.all(["open", "mitigated"].map((s) => api(`/v1/incidents?state=${s}`)));
+  const open = lists.flatMap(items).filter((i) => i.state !== "resolved");
+  open.sort((a, b) => Date.parse(b.opened_at) - Date.parse(a.opened_at));
+  const top = (i) => (i.top_sources?.length ? i.top_sources : i.top_prefixes || []).slice(0, 3).map((s) => s.source);
   rows($("#incidents tbody"), open.map((i) => `<tr data-id="${esc(i.id)}">
     <td class="sev-${esc(i.severity)}">${esc(i.severity)}</td><td>${esc(i.tier)}</td><td>${esc(i.target)}</td>
-    <td>${esc((i.vectors || []).join(", "))}</td><td>${Number(i.peak_ratio || 0).toFixed(1)}x</td>
-    <td>${esc((i.top_prefixes || i.top_sources || []).slice(0, 3).map((s) => s.source).join(", "))}</td>
+    <td class="vectors">${esc((i.vectors || []).join(", "))}</td><td class="ratio">${Number(i.peak_ratio || 0).toFixed(1)}x</td>
+    <td class="sources">${esc(top(i).join(", "))}</td>
     <td>${esc(ago(i.opened_at))}</td><td>${esc(i.state)}${i.learning ? " (learning)" : ""}</td></tr>`), 8);
 }
 
+// only live rules, asked for by state: a long attack's rejected candidates must not crowd them out
+const LIVE_RULES = ["announced", "pending_approval", "proposed", "failed"];
 async function refreshMitigations() {
-  const data = items(await api("/v1/mitigations"));
-  const shown = data.filter((m) => !["withdrawn", "rejected"].includes(m.state)).slice(0, 50);
-  rows($("#mitigations tbody"), shown.map((m) => `<tr data-id="${esc(m.id)}">
+  const lists = await Promise.all(LIVE_RULES.map((s) => api(`/v1/mitigations?state=${s}&limit=50`)));
+  const shown = lists.flatMap(items).sort((a, b) => (Date.parse(b.created_at) || 0) - (Date.parse(a.created_at) || 0)).slice(0, 50);
+  rows($("#mitigations tbody"), shown.map((m) => `<tr data-id="${esc(m.id)}" data-incident="${esc(m.incident_id)}">
     <td>${esc(m.state)}</td><td>${esc(m.action)}${m.rate_bps ? ` ${esc(m.rate_bps)} B/s` : ""}</td>
     <td>${esc(m.match?.destination)}</td><td>${esc((m.match?.sources || []).join(", ") || "any")}</td>
-    <td>${esc(m.match?.protocol)} ${esc(m.match?.destination_ports || "")}</td><td>${esc(ago(m.expires_at))}</td>
+    <td>${esc(m.match?.protocol)} ${esc(m.match?.destination_ports || "")}</td><td>${esc(until(m.expires_at))}</td>
     <td>${m.state === "announced" || m.state === "pending_approval" || m.state === "proposed"
       ? `<button class="danger withdraw" data-id="${esc(m.id)}">Withdraw</button>` : ""}</td></tr>`), 7);
 }
@@ -116,6 +123,7 @@ async function refresh() {
   const jobs = [refreshIncidents, refreshMitigations, refreshTraffic, refreshNotify];
   const errs = [];
   await Promise.all(jobs.map((j) => j().catch((e) => errs.push(e.message))));
+  if (state.actionError && Date.now() < state.actionError.until) errs.push(state.actionError.message);
   $("#error").textContent = errs.join("; ");
 }
 
@@ -136,12 +144,18 @@ document.addEventListener("click", async (ev) => {
   try {
     await api(`/v1/mitigations/${encodeURIComponent(b.dataset.id)}`, { method: "DELETE" });
     await refreshMitigations();
-  } catch (e) { $("#error").textContent = e.message; b.disabled = false; }
+  } catch (e) {
+    // kept for a while: the 2 s refresh must not wipe why an operator's click did nothing
+    state.actionError = { message: `withdraw failed: ${e.message}`, until: Date.now() + 15000 };
+    $("#error").textContent = state.actionError.message;
+    b.disabled = false;
+  }
 });
 
 $("#keyform").addEventListener("submit", (ev) => {
   ev.preventDefault();
   state.key = $("#key").value.trim();
+  state.actionError = null;
   localStorage.setItem("voxguard.key", state.key);
   connectEvents();
   refresh();

@@ -626,7 +626,8 @@ class TargetTotals:
     ``flows`` counts flows that began in the second (what a NetFlow collector's record count
     tracks, plus ``long_lived_flows`` re-exports; an sFlow collector counts packets instead),
     ``sessions`` concurrent calls/connections/allocations (long flows only),
-    ``long_lived_flows`` the expected active-timeout re-exports of flows older than 60 s,
+    ``long_lived_flows`` the flows older than 60 s open in the second (as the collector counts
+    them: a long record in every tick it is spread over),
     ``distinct_sources`` the expected number of distinct source addresses,
     ``sip`` packets per SipMethod code (column = code), ``size_histogram`` packets per
     TrafficTick.SIZE_BUCKETS bytes/packet bucket.
@@ -1208,13 +1209,14 @@ def _middle(kind: Kind, tab: Table, c0: int, n: int, view: np.ndarray, prow: np.
             cum = diff.reshape(h_n, length // p, p).cumsum(axis=1).reshape(h_n, length)[:, :n]
             for tgt in targets:
                 tgt += cum
-    # open sessions, and flows older than the active timeout (re-exported once per timeout)
+    # open sessions; flows older than the active timeout: as many per second as are open (the
+    # collector counts a long record in every tick it is spread over)
     view[_SE] += _open(sl, np.maximum(s, c0) - c0, np.minimum(e, c0 + n - 1) - c0, h_n, n)
     old = d > LONG_LIVED_S
     if old.any():
         a_old = np.maximum(s[old] + LONG_LIVED_S, c0) - c0
         e_old = np.minimum(e[old], c0 + n - 1) - c0
-        view[_LL] += _open(sl[old], a_old, e_old, h_n, n) / (LONG_LIVED_S + 1)
+        view[_LL] += _open(sl[old], a_old, e_old, h_n, n)
 
 
 _BUCKET_LUT = np.searchsorted(SIZE_BUCKETS, np.arange(65_536), side="left").astype(np.int64)

@@ -57,6 +57,19 @@ DEFAULT_FORMATS: dict[Tier, str] = {
     Tier.API: "ipfix",
     Tier.TURN: "ipfix",
 }
+DEFAULT_SFLOW_SAMPLING = 64  # simulate's default sFlow 1-in-N
+
+
+def sampled_distinct(distinct: np.ndarray, packets: np.ndarray, n: int) -> np.ndarray:
+    """Expected distinct sources among 1-in-``n`` packet samples, for ``distinct`` sources sending
+    ``packets`` in all (evenly): each is seen with probability ``1 - exp(-k / n)``."""
+    d = np.asarray(distinct, dtype=np.float64)
+    if n <= 1:
+        return d
+    per = np.asarray(packets, dtype=np.float64) / np.maximum(d, 1e-9)
+    return d * -np.expm1(-per / n)
+
+
 _PORT_FIELD = {"netflow9": "netflow_port", "netflow5": "netflow_port", "ipfix": "ipfix_port", "sflow5": "sflow_port"}
 MAX_SECONDS = 7 * 86_400
 
@@ -94,10 +107,25 @@ class FlowCache:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def update(self, seg: np.ndarray, t: int) -> np.ndarray:
-        """Add second ``t``'s rows; return the records the cache exports at the end of ``t``."""
+    def update(self, seg: np.ndarray, t: int, age: np.ndarray | None = None) -> np.ndarray:
+        """Add second ``t``'s rows; return the records the cache exports at the end of ``t``.
+
+        ``age`` (seconds since each row's session began) places sessions that were already running
+        when the cache first sees them (the simulation's first seconds) at their own phase of the
+        active timeout, as in a router that has been up for a while: otherwise every long call and
+        WebSocket would be re-exported in the same second, one active timeout after the start.
+        """
+        seg_keys = flow_keys(seg)
+        if age is not None and len(seg):
+            running = (np.asarray(age) > 0) & ~np.isin(seg_keys, self._key)
+            if running.any():
+                seg = seg.copy()
+                phase = (np.asarray(age, dtype=np.int64)[running] % (self.active_ms // 1000)) * 1000
+                seg["start_ms"][running] = np.maximum(seg["start_ms"][running].astype(np.int64) - phase, 0).astype(
+                    seg["start_ms"].dtype
+                )
         rows = np.concatenate([self._rows, seg])
-        keys = np.concatenate([self._key, flow_keys(seg)])
+        keys = np.concatenate([self._key, seg_keys])
         last = np.concatenate([self._last, np.full(len(seg), t, dtype=np.int64)])
         if len(rows) == 0:
             return rows
@@ -248,16 +276,17 @@ class _Exporter:
         self.in_pkts = 0
         self.sock: socket.socket | None = None
 
-    def encode(self, rows: np.ndarray, t: int, *, final: bool = False) -> list[bytes]:
-        """The datagrams this router sends at the end of second ``t`` for these rows."""
+    def encode(self, rows: np.ndarray, t: int, *, final: bool = False, age: np.ndarray | None = None) -> list[bytes]:
+        """The datagrams this router sends at the end of second ``t`` for these rows (``age``: see
+        ``FlowCache.update``)."""
         self.stats.flows += len(rows)
         self.stats.packets += int(rows["packets"].sum())
         self.in_octets += int(rows["bytes"].sum())
         self.in_pkts += int(rows["packets"].sum())
         if self.sflow is not None:
             return self._sflow(rows, t)
-        rows = self._sample_packets(rows)
-        records = self.cache.update(rows, t)
+        rows, kept = self._sample_packets(rows)
+        records = self.cache.update(rows, t, None if age is None else (age if kept is None else age[kept]))
         if final:
             records = np.concatenate([records, self.cache.flush()])
         if self.v5 is not None:
@@ -273,11 +302,12 @@ class _Exporter:
         assert self.v5 is not None
         return self.v5.encode(records, unix_secs=t + 1, uptime_ms=uptime)
 
-    def _sample_packets(self, rows: np.ndarray) -> np.ndarray:
-        """1-in-N packet sampling before the cache (what a sampled NetFlow router does)."""
+    def _sample_packets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """1-in-N packet sampling before the cache (what a sampled NetFlow router does); the rows
+        kept and which of the input they are (None: all)."""
         n = self.sampling
         if n <= 1 or len(rows) == 0:
-            return rows
+            return rows, None
         pk = rows["packets"].astype(np.int64)
         kept = self.rng.binomial(pk, 1.0 / n)
         out = rows[kept > 0].copy()
@@ -285,7 +315,7 @@ class _Exporter:
         out["bytes"] = np.maximum(1, (out["bytes"].astype(np.float64) * k / pk[kept > 0]).round()).astype(np.uint64)
         out["packets"] = k
         out["sampling"] = n
-        return out
+        return out, kept > 0
 
     def _sflow(self, rows: np.ndarray, t: int) -> list[bytes]:
         assert self.sflow is not None
@@ -455,7 +485,7 @@ def simulate(
     duration_s: float = 60.0,
     attacks: Iterable[Scenario | str] | str | None = None,
     seed: int = 0,
-    sampling: int = 64,
+    sampling: int = DEFAULT_SFLOW_SAMPLING,
     netflow_sampling: int = 1,
     time_warp: bool = False,
     start: int | None = None,
@@ -507,7 +537,8 @@ def simulate(
             if on_second is not None:
                 on_second(sf)
             ex = target_exp[sf.target] if len(sf) else np.zeros(0, dtype=np.int64)
-            batches = [(e, e.encode(sf.flows[ex == j], t, final=i == n - 1)) for j, e in enumerate(exporters)]
+            batches = [(e, e.encode(sf.flows[ex == j], t, final=i == n - 1, age=sf.age[ex == j]))
+                       for j, e in enumerate(exporters)]  # fmt: skip
             sent = _send_second(batches, to_host, wall0 + i + 1, time_warp, max_datagrams - sent, report) + sent
             if sent >= max_datagrams:
                 break
@@ -588,7 +619,7 @@ def run_simulate(
     attacks: list[str] | None = None,
     seed: int = 0,
     rate: float = 1.0,
-    sampling: int = 64,
+    sampling: int = DEFAULT_SFLOW_SAMPLING,
     netflow_sampling: int = 1,
     formats: str | None = None,
     time_warp: bool = False,

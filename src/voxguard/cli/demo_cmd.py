@@ -38,7 +38,8 @@ from voxguard.shared.config import example_config_path
 ATTACKS = [  # (runbook, vector, target tier, spec); times relative to the start of live traffic
     ("SIP flood on the SBC", "sip_flood", "sbc", "sip_flood@25s+50s*10"),
     ("RTP flood on the media gateways", "rtp_flood", "media", "rtp_flood@105s+50s*6"),
-    ("TDoS (automated call flood)", "tdos", "sbc", "tdos@185s+50s*5"),
+    # on the US SBC, tagged as an emergency-services trunk: the incident carries the regulatory checklist
+    ("TDoS (automated call flood)", "tdos", "sbc", "tdos:sbc-us-1@185s+50s*5"),
 ]
 LIVE_SECONDS = 260
 
@@ -86,6 +87,14 @@ class _Seen:
     notifications: int = 0
     held_back: int = 0  # candidate rules past the per-incident cap
     mitigation_notes: int = 0  # mitigation notifications (not narrated one by one)
+    quiet_notes: int = 0  # incident updates (not narrated one by one)
+    told: set[str] = field(default_factory=set)  # incidents narrated (the others are summarised)
+    hosts: dict[tuple[str, str], int] = field(default_factory=dict)  # (component, vectors) -> host incidents
+    rules_told: dict[str, int] = field(default_factory=dict)  # incident id -> rules narrated
+
+
+RULES_PER_INCIDENT = 3  # rules narrated per incident; the rest are counted
+HOSTS_PER_GROUP = 1  # per-host incidents narrated per (component, vectors); the rest are counted
 
 
 def write_demo_config(workdir: Path, sink_port: int) -> Path:
@@ -226,19 +235,30 @@ def _narrate(console: Console, base: str, key: str, sim: subprocess.Popen[bytes]
             mits = _items(client.get("/v1/mitigations").json())
         except (httpx.HTTPError, ValueError):
             incs, mits = [], []
+        more_hosts: dict[tuple[str, str], int] = {}
         for inc in incs:
             old = seen.incidents.get(inc["id"])
+            seen.incidents[inc["id"]] = inc
             if old is None:
+                group = (str(inc.get("component") or "?"), ", ".join(inc.get("vectors", [])))
+                if inc.get("host"):
+                    seen.hosts[group] = seen.hosts.get(group, 0) + 1
+                    if seen.hosts[group] > HOSTS_PER_GROUP:
+                        more_hosts[group] = more_hosts.get(group, 0) + 1
+                        continue
+                seen.told.add(inc["id"])
                 console.print(
-                    f"{stamp()} [bold red]DETECTED[/] {escape(', '.join(inc.get('vectors', [])))} on "
+                    f"{stamp()} [bold red]DETECTED[/] {escape(group[1])} on "
                     f"{escape(inc.get('target', '?'))}: {float(inc.get('peak_ratio', 0)):.1f}x baseline, "
                     f"severity {inc.get('severity')}"
                     + (f", runbook {inc['runbook']}" if inc.get("runbook") else "")
                     + (" (learning: monitor only)" if inc.get("learning") else "")
                 )
-            elif old.get("state") != inc.get("state") and inc.get("state") == "resolved":
+            elif old.get("state") != inc.get("state") and inc.get("state") == "resolved" and inc["id"] in seen.told:
                 console.print(f"{stamp()} [green]RESOLVED[/] {escape(inc.get('target', '?'))}")
-            seen.incidents[inc["id"]] = inc
+        for (component, vectors), count in more_hosts.items():
+            where = escape(component)
+            console.print(f"{stamp()} [red]DETECTED[/] {escape(vectors)} on {count} more host(s) of {where}")
         for m in mits:
             old = seen.mitigations.get(m["id"])
             seen.mitigations[m["id"]] = m
@@ -247,6 +267,14 @@ def _narrate(console: Console, base: str, key: str, sim: subprocess.Popen[bytes]
             state, reason = m.get("state", ""), str(m.get("reason") or "")
             if state == "rejected" and "whitelist" not in reason:
                 seen.held_back += 1  # the per-incident cap: counted, not narrated line by line
+                continue
+            inc_id = str(m.get("incident_id") or "")
+            if old is None:
+                told = seen.rules_told.get(inc_id, 0)
+                seen.rules_told[inc_id] = told + 1
+                if told >= RULES_PER_INCIDENT:
+                    continue  # summarised in the report
+            elif inc_id and seen.rules_told.get(inc_id, 0) > RULES_PER_INCIDENT and state != "withdrawn":
                 continue
             verb = {
                 "announced": "[bold yellow]ANNOUNCED[/]",
@@ -260,6 +288,9 @@ def _narrate(console: Console, base: str, key: str, sim: subprocess.Popen[bytes]
             what = str(p.get("type") or p.get("event") or "notification")
             if "mitigation" in what:
                 seen.mitigation_notes += 1
+                continue
+            if what.endswith(".updated"):
+                seen.quiet_notes += 1
                 continue
             console.print(f"{stamp()} [blue]NOTIFIED[/] webhook {escape(note['path'])}: {escape(what)}")
         seen.notifications = len(_Sink.received)
@@ -284,9 +315,11 @@ def _report(console: Console, seen: _Seen, base: str) -> None:
             inc.get("state", "-") if inc else "-",
         )
     console.print(table)
+    narrated = sum(min(n, RULES_PER_INCIDENT) for n in seen.rules_told.values())
     console.print(
-        f"{seen.held_back} further candidate rules held back by the max-rules-per-incident rail; "
-        f"{seen.mitigation_notes} mitigation notifications.\n"
+        f"{len(seen.mitigations) - narrated - seen.held_back} further rules not narrated; "
+        f"{seen.held_back} candidate rules held back by the max-rules-per-incident rail; "
+        f"{seen.mitigation_notes} mitigation and {seen.quiet_notes} incident-update notifications.\n"
         f"{len(seen.incidents)} incidents, {len(seen.mitigations)} mitigations, "
         f"{seen.notifications} notifications delivered to the demo's webhook sink."
     )

@@ -50,11 +50,11 @@ NV = len(VECTORS)
 CATALOGUE: dict[str, dict[str, float]] = {
     "sip_flood": {"ratio": 5.0},
     "malformed_sip": {"ratio": 5.0},
-    "tls_exhaustion": {"ratio": 4.0, "min_rate": 5.0},  # new connections/s: fewer exhaust no SBC
+    "tls_exhaustion": {"ratio": 4.0},
     "icmp_flood": {"ratio": 10.0},
-    "register_storm": {"ratio": 4.0, "min_rate": 5.0},  # REGISTERs/s
+    "register_storm": {"ratio": 4.0},
     "sbc_not_filtering": {"ratio": 3.0},
-    "call_routing_exhaustion": {"ratio": 4.0, "min_rate": 5.0},  # INVITEs/s: a registrar routes hundreds
+    "call_routing_exhaustion": {"ratio": 4.0},
     "rtp_flood": {"ratio": 3.0},
     "codec_exhaustion": {"ratio": 1.15},  # bytes/packet shift
     "turn_abuse": {"ratio": 4.0},
@@ -63,12 +63,13 @@ CATALOGUE: dict[str, dict[str, float]] = {
     "tdos": {"ratio": 3.0},
 }
 Z = 4.0  # noise multiple of the significance test (event counts)
+Z_EVENTS = 3.5  # ... of few events on the square-root scale (a new incident on few events also waits a tick)
 Z_VOLUME = 5.0  # ... and of volumes, whose session-driven scatter has heavier tails
 VOLUME = frozenset({PPS, BPS, LL, SRC})
 CLOSE = 0.6  # the close (resolve) threshold is this share of the open ratio (hysteresis), at least 1.2
 ODD_SHARE = 0.2  # share of odd-sized packets that makes a size distribution "odd"
 BAD_SHARE = 0.05  # share of sampled SIP that fails to parse
-LOW_BYTES_PER_CONN = 0.5  # TLS handshakes that never finish: bytes/conn below half the usual
+HANDSHAKE_BYTES = 1000.0  # TLS exhaustion: extra bytes per extra connection below this (bytes/s per conn/s)
 SBC_ELEVATED = 2.0  # external SIP at least this x baseline counts as "elevated" (sbc_not_filtering)
 SOURCES_UP = 3.0  # TDoS: distinct sources at least this x baseline (a bot army, not a few scanners)
 CALLS_UP = 1.5  # regional call growth (SBC INVITEs) that counts as a surge of demand
@@ -81,6 +82,11 @@ API_CONN_EPS = 2.0  # an API endpoint's clients reconnect in bursts: below 2 con
 WS_MIN_EXCESS_LL = 20.0  # websocket_exhaustion: at least this many more long-lived connections held
 WS_EDGE_MIN_CONN = 10.0  # websocket_exhaustion on new connections alone: at least this many per second
 MEDIA_FLAT = 0.5  # TDoS: media ratio below this share of the signalling ratio = inverted
+
+
+# vectors whose detector tests a shape beyond a rate (what the extra traffic is made of): their
+# evidence does not rest on the count alone, so a new incident need not wait for a second hot tick
+SHAPED = frozenset({"malformed_sip", "tls_exhaustion", "sbc_not_filtering", "rtp_flood", "codec_exhaustion", "tdos"})
 
 
 def resolve_threshold(cfg: VectorThreshold | None, vector: str) -> VectorThreshold:
@@ -273,7 +279,7 @@ class _Ctx:
                 sd, z = np.maximum(poisson, spr * np.sqrt(self.hold)), Z
                 q, qe = np.maximum(s, 0.0) / disp, np.maximum(se, 0.0) / disp
                 anscombe = 2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))
-                sig = (anscombe > z) & (excess > z * spr * np.sqrt(self.hold) + COUNT_FLOOR[m])
+                sig = (anscombe > Z_EVENTS) & (excess > COUNT_FLOOR[m])
             sig_close = excess > 2.0 * sd + COUNT_FLOOR[m] / 2
             last_ok = fr.col("x", m) / eb > self.close
             hot = (r > r_open) & sig & last_ok & (xm >= self.min_rate) & self.enabled
@@ -337,10 +343,14 @@ def tls_exhaustion(fr: Frame) -> Result:
     c = _Ctx(fr, "tls_exhaustion")
     mask = (fr.tier == T_SBC) & (fr.role == R_TLS)
     hot, active, r, e = c.test(CONN)
-    e_bpc = fr.expected[:, BPS] / np.maximum(fr.expected[:, CONN], RATE_EPS[CONN])
-    bpc = c.win[:, BPS] / np.maximum(c.win[:, CONN], 1e-9)
+    # what the extra connections carry: a handshake that never finishes is a SYN or a partial
+    # ClientHello (well under a kilobyte), a real client's first seconds carry its handshake and
+    # first request (registrations over TLS: more than a kilobyte each)
+    e_conn = np.nan_to_num(fr.expected[:, CONN])
+    extra_conn = np.maximum(c.win[:, CONN] - e_conn, 1e-9)
+    extra_bytes = c.win[:, BPS] - np.nan_to_num(fr.expected[:, BPS])
     with np.errstate(invalid="ignore"):
-        low = bpc < LOW_BYTES_PER_CONN * e_bpc
+        low = extra_bytes / extra_conn < HANDSHAKE_BYTES
     return c.result(hot & low & mask, active & mask, r, CONN, e)
 
 

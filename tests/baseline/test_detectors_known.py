@@ -183,13 +183,13 @@ def test_dispersion_widens_the_noise_of_clustered_counts() -> None:
     assert hot(fr, "call_routing_exhaustion") == [True, False]
 
 
-def test_tls_and_call_routing_have_an_absolute_floor() -> None:
-    """Four new TLS connections a second (or INVITEs to a registrar) exhaust nothing, whatever the
-    ratio to a near-idle night baseline; the catalogue's min_rate of 5/s applies unless configured."""
-    tls = {"packets": 100, "bytes": 10_000, "new_connections": 0.5, "flows": 0.5}
+def test_tls_exhaustion_judges_what_the_extra_connections_carry() -> None:
+    """Twelve phones reconnecting together each send a handshake and a REGISTER (1.5 KB): not
+    exhaustion, whatever the ratio; the same connections carrying a partial ClientHello are."""
+    tls = {"packets": 100, "bytes": 10_000, "new_connections": 1.0, "flows": 1.0}
     fr = frame([
-        {"tier": "sbc", "role": "tls", "expected": tls, "observed": tls | {"new_connections": 4.5, "bytes": 11_000}},
-        {"tier": "sbc", "role": "tls", "expected": tls, "observed": tls | {"new_connections": 9, "bytes": 11_000}},
+        {"tier": "sbc", "role": "tls", "expected": tls, "observed": tls | {"new_connections": 12, "bytes": 26_500}},
+        {"tier": "sbc", "role": "tls", "expected": tls, "observed": tls | {"new_connections": 12, "bytes": 15_500}},
     ])  # fmt: skip
     assert hot(fr, "tls_exhaustion") == [False, True]
 

@@ -1,6 +1,9 @@
 """The NATS JetStream adapter every service uses (design.md section 4, "NATS").
 
-Subjects are ``voxguard.<kind>.v1.<tier>``. Two streams hold them: ``VOXGUARD_TRAFFIC``
+Subjects are ``voxguard.<kind>.v1.<tier>``; per-host traffic travels in batches
+(``messages.TrafficBatch``) one token deeper, on ``voxguard.traffic.v1.<tier>.h`` (or the
+partition's ``.<k>`` when sharded), so the tier subject keeps single component ticks.
+Two streams hold them: ``VOXGUARD_TRAFFIC``
 (per-tick traffic aggregates: high volume, short retention) and ``VOXGUARD_EVENTS``
 (anomalies, incidents, mitigations, notifications: low volume, kept 30 days for replay).
 
@@ -34,7 +37,7 @@ from nats.js import JetStreamContext, api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from voxguard.shared.settings import DEFAULT_NATS_URL
 from voxguard.shared.telemetry import RateLimitedLog, extract_context, get_logger, inject_headers
@@ -386,6 +389,7 @@ class Bus:
         nak_delay_s: float = 1.0,
         max_nak_delay_s: float = 60.0,
         deliver_policy: api.DeliverPolicy = api.DeliverPolicy.ALL,
+        decoder: Callable[[bytes], M] | None = None,
     ) -> Subscription[M]:
         """Start a durable pull consumer that feeds validated models to ``handler``.
 
@@ -393,6 +397,8 @@ class Bus:
         created or updated. Messages are handled one at a time in stream order; the consumer
         keeps its position across restarts. Returns a handle whose ``stop()`` ends it cleanly.
         ``deliver_policy`` applies when the durable is created (``NEW``: no backlog replay).
+        ``decoder`` replaces ``model_cls.model_validate_json`` (e.g. for a subject carrying two
+        message kinds); a ``ValueError`` from it terminates the message like a validation error.
         """
         config = api.ConsumerConfig(
             name=durable_name,
@@ -418,6 +424,7 @@ class Bus:
             fetch_timeout_s=fetch_timeout_s,
             nak_delay_s=nak_delay_s,
             max_nak_delay_s=max_nak_delay_s,
+            decoder=decoder,
         )
         self._subs.append(sub)
         sub.start()
@@ -440,8 +447,10 @@ class Subscription(Generic[M]):
         fetch_timeout_s: float,
         nak_delay_s: float,
         max_nak_delay_s: float,
+        decoder: Callable[[bytes], M] | None = None,
     ) -> None:
         self._bus = bus
+        self._decode: Callable[[bytes], M] = decoder or model_cls.model_validate_json
         self._psub = psub
         self.durable = durable
         self._model_cls = model_cls
@@ -509,8 +518,8 @@ class Subscription(Generic[M]):
         except Exception:
             seq, delivered = 0, 1
         try:
-            model = self._model_cls.model_validate_json(msg.data)
-        except ValidationError as exc:
+            model = self._decode(msg.data)
+        except ValueError as exc:  # pydantic's ValidationError is one
             BUS_INVALID.labels(kind, self.durable).inc()
             _rlog.warning(
                 ("invalid", self.durable),

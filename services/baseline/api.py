@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxguard.baseline.incidents import runbook_of
 from voxguard.baseline.models import COUNTERS
 from voxguard.baseline.store import rates
 from voxguard.shared.auth import require_scope
 from voxguard.shared.config import Tier
 from voxguard.shared.errors import ApiError
-from voxguard.shared.runbooks import checklist_for, load_runbooks, runbook_for
+from voxguard.shared.runbooks import checklist_for, load_runbooks
 
 if TYPE_CHECKING:
     from .service import BaselineService
@@ -175,7 +176,10 @@ def build_router(svc: BaselineService) -> APIRouter:
             raise ApiError(404, "incident_not_found", f"no incident {incident_id!r}")
         view, timeline = found
         tid = view.target_id
-        book = runbook_for(runbooks, view.tier.value, view.vectors, view.peak_ratio)
+        # the runbook the engine chose (its most specific vector's), else the same choice now
+        book = next((rb for rb in runbooks if rb.name == view.runbook), None) or runbook_of(
+            runbooks, view.tier.value, view.vectors, view.peak_ratio
+        )
         incident = view.model_dump(mode="json")
         incident["runbook"] = incident.get("runbook") or (book.name if book else None)
         return {

@@ -35,6 +35,7 @@ from voxguard.baseline.profile import (
     PPS,
     RATE_EPS,
     REG,
+    SCAN,
     SRC,
 )
 from voxguard.shared.config import VECTORS, Tier, VectorThreshold, VoxGuardConfig
@@ -81,6 +82,7 @@ CALL_SHAPED = 2.0  # packets per source within this factor of the usual: the exc
 API_CONN_EPS = 2.0  # an API endpoint's clients reconnect in bursts: below 2 conn/s baseline, use 2
 WS_MIN_EXCESS_LL = 20.0  # websocket_exhaustion: at least this many more long-lived connections held
 WS_EDGE_MIN_CONN = 10.0  # websocket_exhaustion on new connections alone: at least this many per second
+SCANNER_SHARE = 0.2  # TDoS: SIP from scanner user agents above this share of packets is a tool's flood
 MEDIA_FLAT = 0.5  # TDoS: media ratio below this share of the signalling ratio = inverted
 
 
@@ -532,7 +534,10 @@ def tdos(fr: Frame) -> Result:
         spread_out = (c.win[:, SRC] - e_src) >= 0.5 * (c.win[:, FPS] - e_fps)
         diverse = (r_src > SOURCES_UP) | ((r_src > 2.0) & spread_out)
         inverted = ~np.isfinite(media_r) | (media_r < MEDIA_FLAT * r)
-    cond = diverse & inverted & mask
+        # calls from bots that look like phones, not a scanning tool (SIPVicious & co. announce
+        # themselves in User-Agent): where sampled SIP shows scanners, it is a SIP flood
+        scanning = c.win[:, SCAN] > SCANNER_SHARE * np.maximum(c.win[:, PPS], 1e-9)
+    cond = diverse & inverted & ~scanning & mask
     return c.result(hot & cond, active & cond, r, FPS, e)
 
 
@@ -573,6 +578,8 @@ def _demand(fr: Frame, media_r: np.ndarray) -> np.ndarray:
     sbc = (fr.tier == T_SBC) & (fr.role == R_SIG) & fr.aggregate
     use_inv = _sip_metric(fr, INV)
     calls = np.where(use_inv, _pps_ratio(fr, sbc, INV), _pps_ratio(fr, sbc, FPS))
+    # growth that is noise (a few sampled INVITEs more) is no demand
+    calls = np.where(np.where(use_inv, _significant(fr, INV), _significant(fr, FPS)), calls, np.nan)
     src = _pps_ratio(fr, sbc, SRC)
     with np.errstate(invalid="ignore"):
         calls = np.where(src < SOURCES_UP, calls, np.nan)  # a bot army is not demand
@@ -581,6 +588,19 @@ def _demand(fr: Frame, media_r: np.ndarray) -> np.ndarray:
         follows = 1.0 + 3.0 * np.maximum(np.nan_to_num(media_r, nan=0.0) - 1.0, 0.0)
         d = np.where(growth >= CALLS_UP, np.minimum(3.0 * growth, follows), 1.0)
         return np.where(np.isfinite(d) & (d > 1.0), d, 1.0)
+
+
+def _significant(fr: Frame, m: int) -> np.ndarray:
+    """Whether metric ``m``'s window (longest hold) is above the baseline beyond counting noise
+    (its dispersion included), on the square-root scale as the event detectors test it."""
+    hold = int(fr.th.hold.max())
+    win = fr.windows.get(hold, fr.last)[:, m]
+    e = np.nan_to_num(fr.expected[:, m])
+    disp = np.ones(fr.n, np.float32) if fr.disp is None else np.maximum(fr.disp[:, m], 1.0)
+    span = hold * fr.dt
+    with np.errstate(invalid="ignore"):
+        q, qe = np.maximum(win * span, 0.0) / disp, e * span / disp
+        return np.nan_to_num(2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))) > Z_EVENTS
 
 
 def _ext_sip(fr: Frame) -> np.ndarray:

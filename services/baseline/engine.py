@@ -162,7 +162,7 @@ class DetectionEngine:
         self.ring = np.full((self.hmax, cap, NM), np.nan, np.float32)
         self.ring_pos = 0
         self.buffer: dict[float, dict[str, tuple[TrafficTick, np.ndarray]]] = {}
-        self.colbuf: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self.colbuf: dict[float, list[tuple[np.ndarray, np.ndarray, tuple[Sequence[Any], np.ndarray] | None]]] = {}
         self.watermark: float | None = None
         self.last_now: float | None = None
         self.book = IncidentBook()
@@ -253,10 +253,14 @@ class DetectionEngine:
             slot[tick.target_id] = (tick, vec)
             self.stats.accepted += 1
 
-    def observe_columns(self, tick_start: datetime, target_ids: Sequence[str], values: np.ndarray) -> None:
+    def observe_columns(
+        self, tick_start: datetime, target_ids: Sequence[str], values: np.ndarray, sources: Sequence[Any] | None = None
+    ) -> None:
         """Fast path for already-known targets: one tick time, ``values [len(ids), METRICS]`` as per-second
         rates (``profile.METRICS`` order). Unknown ids and rows with non-finite or negative values are
-        dropped and counted as malformed; late and far-future tick times are dropped as in ``observe``."""
+        dropped and counted as malformed; late and far-future tick times are dropped as in ``observe``.
+        ``sources[i]`` (optional) has ``top_sources`` / ``top_prefixes`` attributes, read only if the
+        target turns hot: what anomalies and incidents name, as a tick object gives them."""
         ts = tick_start if tick_start.tzinfo else tick_start.replace(tzinfo=UTC)
         t = math.floor(ts.timestamp() / self.dt) * self.dt
         vals = np.asarray(values, dtype=np.float32)
@@ -272,7 +276,8 @@ class DetectionEngine:
         ok = (rows >= 0) & np.all(np.isfinite(vals), axis=1) & np.all(vals >= 0, axis=1)
         self.stats.malformed += int(np.sum(~ok))
         self.stats.accepted += int(np.sum(ok))
-        self.colbuf.setdefault(t, []).append((rows[ok], vals[ok]))
+        kept = None if sources is None else (sources, np.flatnonzero(ok))
+        self.colbuf.setdefault(t, []).append((rows[ok], vals[ok], kept))
 
     def set_turn_sessions(self, relay: str, sessions: int) -> None:
         """Allocated sessions of a relay (target id, component name or relay address)."""
@@ -304,13 +309,13 @@ class DetectionEngine:
         self,
         t: float,
         ticks: dict[str, tuple[TrafficTick, np.ndarray]],
-        cols: list[tuple[np.ndarray, np.ndarray]],
+        cols: list[tuple[np.ndarray, np.ndarray, tuple[Sequence[Any], np.ndarray] | None]],
         out: EngineOutput,
     ) -> None:
         when = datetime.fromtimestamp(t, UTC)
         rows: list[int] = []
         vecs: list[np.ndarray] = []
-        by_row: dict[int, TrafficTick] = {}
+        by_row: dict[int, Any] = {}  # TrafficTick, or a columnar row's sources (hot rows only)
         for tid, (tick, vec) in ticks.items():
             row = self._row(
                 tid,
@@ -384,6 +389,11 @@ class DetectionEngine:
         learning = self.bank.learned_s[:n] < self.learn_need[:n]
         findings: dict[int, list[Finding]] = {}
         seen_hot: set[tuple[int, int]] = set()
+        if cols and any(c[2] is not None for c in cols) and any(r.hot.any() for _, _, r in results):
+            for c_rows, _, c_src in cols:  # as for values: the first message of a target wins
+                if c_src is not None:
+                    for j in np.flatnonzero(hot_any[c_rows]).tolist():
+                        by_row.setdefault(int(c_rows[j]), c_src[0][int(c_src[1][j])])
         for vector, sel, r in results:
             vi = det.V_INDEX[vector]
             for j in np.flatnonzero(r.hot).tolist():
@@ -396,7 +406,7 @@ class DetectionEngine:
                 seen_hot.add(key)
                 age = self.hot_age.get(key, -1) + 1
                 self.hot_age[key] = age
-                if age == 0 and self._few_events(row, vi, int(r.metric[j]), f.baseline):
+                if age == 0 and self._few_events(row, vi, int(r.metric[j]), f.baseline, f.ratio):
                     continue  # a handful of events: one more hot tick before it may open an incident
                 findings.setdefault(row, []).append(f)
                 if age % self.anomaly_every == 0:
@@ -441,13 +451,17 @@ class DetectionEngine:
             a = min(1.0, self.dt / 3600.0)
             self.per_session[:n][known] = np.where(np.isnan(cur), ps, cur + a * (ps - cur))
 
-    def _few_events(self, row: int, vi: int, metric: int, baseline: float) -> bool:
+    def _few_events(self, row: int, vi: int, metric: int, baseline: float, ratio: float) -> bool:
         """Whether a new incident on this count would rest on a few events: clusters of a handful
         (a PBX's burst of calls, clients reconnecting together) pass one window's test far more
-        often than its noise model says, and a real attack holds for longer than one window."""
-        if metric < 0 or self.ids[row] in self.book.open:
-            return False  # a derived ratio, or an incident that is already open
-        window_s = float(self.th.hold[int(self.tier_code[row]), vi]) * self.dt
+        often than its noise model says, and a real attack holds for longer than one window.
+        Twice the vector's ratio is no cluster: it opens at once."""
+        tier = int(self.tier_code[row])
+        if det.VECTORS[vi] in det.SHAPED:
+            return False  # the vector's own shape test (bytes per connection, source mix...) is the evidence
+        if metric < 0 or self.ids[row] in self.book.open or ratio >= 2.0 * float(self.th.ratio[tier, vi]):
+            return False  # a derived ratio, an incident that is already open, or far over the bar
+        window_s = float(self.th.hold[tier, vi]) * self.dt
         return baseline * window_s < FEW_EVENTS
 
     def _dispersion(self, n: int) -> np.ndarray:
@@ -474,7 +488,7 @@ class DetectionEngine:
         tier = det.TIERS[int(self.tier_code[row])]
         return any(t.value == tier and tc.internal for t, tc in self.config.tiers.items())
 
-    def _anomaly(self, row: int, f: Finding, when: datetime, learning: bool, tick: TrafficTick | None) -> Anomaly:
+    def _anomaly(self, row: int, f: Finding, when: datetime, learning: bool, tick: Any) -> Anomaly:
         m = self.meta[row]
         return Anomaly(
             tier=m["tier"],

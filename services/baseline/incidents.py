@@ -133,6 +133,23 @@ class Finding:
     metric: str
 
 
+# Which vector's runbook an incident with several vectors follows: the most specific evidence
+# first (a TDoS is also a SIP packet flood; its runbook rate-limits instead of discarding).
+SPECIFICITY = ("tdos", "sbc_not_filtering", "tls_exhaustion", "malformed_sip", "register_storm",
+               "call_routing_exhaustion", "rtp_flood", "codec_exhaustion", "turn_abuse", "websocket_exhaustion",
+               "api_flood", "icmp_flood", "sip_flood")  # fmt: skip
+
+
+def runbook_of(runbooks: list[Runbook], tier: str, vectors: list[str], ratio: float) -> Runbook | None:
+    """The runbook of the incident's most specific vector that has one."""
+    order = sorted(vectors, key=lambda v: SPECIFICITY.index(v) if v in SPECIFICITY else len(SPECIFICITY))
+    for v in order:
+        rb = runbook_for(runbooks, tier, [v], ratio)
+        if rb is not None:
+            return rb
+    return None
+
+
 class IncidentBook:
     """Open incidents keyed by target id; produces the lifecycle events."""
 
@@ -158,7 +175,7 @@ class IncidentBook:
         tier = str(target["tier"])
         inc = self.open.get(target["id"])
         if inc is None:
-            rb = runbook_for(runbooks, tier, [f.vector for f in findings], best.ratio)
+            rb = runbook_of(runbooks, tier, [f.vector for f in findings], best.ratio)
             inc = Incident(
                 id=new_id(),
                 tier=tier,
@@ -192,9 +209,11 @@ class IncidentBook:
             if f.vector not in inc.vectors:
                 inc.vectors.append(f.vector)
                 changed = True
-        if inc.runbook is None:  # a vector that joined later may be the one a runbook is for
-            rb = runbook_for(runbooks, tier, inc.vectors, max(best.ratio, inc.peak_ratio))
-            inc.runbook = rb.name if rb else None
+        # a vector that joined later may be the one a (more specific) runbook is for
+        rb = runbook_of(runbooks, tier, inc.vectors, max(best.ratio, inc.peak_ratio))
+        if rb is not None and rb.name != inc.runbook:
+            inc.runbook = rb.name
+            changed = True
         if best.ratio > inc.peak_ratio:
             inc.peak_ratio, inc.peak_value, inc.baseline_value, inc.metric = (
                 best.ratio, best.observed, best.baseline, best.metric)  # fmt: skip

@@ -18,11 +18,12 @@ import httpx
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import PlainTextResponse, Response
 
+from voxguard.baseline.incidents import runbook_of
 from voxguard.baseline.report import ReviewInput, render_html, render_markdown
 from voxguard.baseline.store import BaselineStore
 from voxguard.shared.config import VoxGuardConfig
 from voxguard.shared.errors import ApiError
-from voxguard.shared.runbooks import Runbook, load_runbooks, runbook_for
+from voxguard.shared.runbooks import Runbook, load_runbooks
 
 
 async def _peer(request: Request, env: str, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -115,7 +116,8 @@ def build_review_router(store: BaselineStore, config: VoxGuardConfig) -> APIRout
             series=series,
             mitigations=_rule_events(rules),
             notifications=deliveries,
-            runbook=runbook_for(runbooks, view.tier.value, view.vectors, view.peak_ratio),
+            runbook=next((rb for rb in runbooks if rb.name == view.runbook), None)
+            or runbook_of(runbooks, view.tier.value, view.vectors, view.peak_ratio),
             evidence={"flow records": f"/v1/targets/{tid}/flows", "sFlow pcap": f"/v1/targets/{tid}/evidence.pcap"},
         )
         if format == "html":

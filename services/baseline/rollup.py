@@ -56,46 +56,76 @@ def target_meta(tick: TrafficTick) -> dict[str, Any]:
     }
 
 
+class _Minute:
+    """One open minute: a row per target in a growing matrix (bulk adds are one numpy operation)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.vals = np.zeros((64, len(MINUTE_VALUES)))
+
+    def slots(self, ids: list[str]) -> np.ndarray:
+        index = self.index
+        missing = [t for t in ids if t not in index]
+        if missing:
+            for t in dict.fromkeys(missing):
+                index[t] = len(self.ids)
+                self.ids.append(t)
+            if len(self.ids) > len(self.vals):
+                grown = np.zeros((max(len(self.ids), 2 * len(self.vals)), len(MINUTE_VALUES)))
+                grown[: len(self.vals)] = self.vals
+                self.vals = grown
+        return np.fromiter(map(index.__getitem__, ids), np.int64, len(ids))
+
+
 class MinuteRollup:
     """Open minute accumulators per target; ``pop_closed`` hands finished minutes to storage."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, dt.datetime], np.ndarray] = {}
+        self._open: dict[dt.datetime, _Minute] = {}
 
     def __len__(self) -> int:
-        return len(self._open)
+        return sum(len(m.ids) for m in self._open.values())
+
+    def _minute(self, start: dt.datetime) -> _Minute:
+        key = start.astimezone(dt.UTC).replace(second=0, microsecond=0)
+        m = self._open.get(key)
+        if m is None:
+            m = self._open[key] = _Minute()
+        return m
 
     def add(self, tick: TrafficTick) -> None:
-        start = tick.tick_start.astimezone(dt.UTC)
-        key = (tick.target_id, start.replace(second=0, microsecond=0))
-        acc = self._open.get(key)
-        values = tick_values(tick)
-        if acc is None:
-            self._open[key] = values
-        else:
-            acc += values
+        m = self._minute(tick.tick_start)
+        slot = m.slots([tick.target_id])[0]
+        m.vals[slot] += tick_values(tick)
+
+    def add_columns(self, tick_start: dt.datetime, ids: list[str], values: np.ndarray) -> None:
+        """Many targets' ticks of one tick at once: ``values [len(ids), MINUTE_VALUES]``."""
+        if not ids:
+            return
+        m = self._minute(tick_start)
+        slots = m.slots(ids)  # first: it may grow m.vals
+        np.add.at(m.vals, slots, values)  # add.at: a repeated id adds twice, as add() would
 
     def pop_closed(self, before: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Rows of every minute that started before ``before`` (all of them when None)."""
-        keys = [k for k in self._open if before is None or k[1] < before]
         rows = []
-        for key in keys:
-            vals = self._open.pop(key)
-            row: dict[str, Any] = {"target_id": key[0], "bucket": key[1]}
-            row.update(zip(MINUTE_VALUES, vals.tolist(), strict=True))
-            row["ticks"] = int(row["ticks"])
-            rows.append(row)
+        for key in [k for k in self._open if before is None or k < before]:
+            m = self._open.pop(key)
+            vals = m.vals[: len(m.ids)].tolist()
+            for tid, v in zip(m.ids, vals, strict=True):
+                row: dict[str, Any] = {"target_id": tid, "bucket": key}
+                row.update(zip(MINUTE_VALUES, v, strict=True))
+                row["ticks"] = int(row["ticks"])
+                rows.append(row)
         return rows
 
     def restore(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Put rows back (their write failed) so the next flush retries them."""
         for r in rows:
-            vals = np.array([float(r[c]) for c in MINUTE_VALUES])
-            key = (str(r["target_id"]), r["bucket"])
-            if key in self._open:
-                self._open[key] += vals
-            else:
-                self._open[key] = vals
+            m = self._minute(r["bucket"])
+            slot = m.slots([str(r["target_id"])])[0]
+            m.vals[slot] += np.array([float(r[c]) for c in MINUTE_VALUES])
 
 
 class LiveWindow:
@@ -119,6 +149,32 @@ class LiveWindow:
         times[i] = int(tick.tick_start.timestamp() * 1000)
         vals[i] = [float(getattr(tick, f)) / tick.tick_seconds for f in LIVE_FIELDS]
         pos[0] += 1
+
+    def add_columns(self, tick_start: dt.datetime, ids: list[str], rates: np.ndarray) -> None:
+        """Many targets' ticks of one tick: ``rates [len(ids), LIVE_FIELDS]`` per second. Only
+        targets that have a ring, or get one while there is room, are kept (as ``add``)."""
+        rings = self._rings
+        room = self.max_targets - len(rings)
+        t_ms = int(tick_start.timestamp() * 1000)
+        todo = range(len(ids)) if room > 0 else [i for i, tid in enumerate(ids) if tid in rings]
+        for i in todo:
+            tid = ids[i]
+            ring = rings.get(tid)
+            if ring is None:
+                if room <= 0:
+                    continue
+                room -= 1
+                ring = (
+                    np.full(self.seconds, -1, np.int64),
+                    np.zeros((self.seconds, len(LIVE_FIELDS)), np.float32),
+                    [0],
+                )
+                rings[tid] = ring
+            times, vals, pos = ring
+            j = pos[0] % self.seconds
+            times[j] = t_ms
+            vals[j] = rates[i]
+            pos[0] += 1
 
     def points(self, target_id: str, since: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Per-tick rates (per second) of one target, oldest first."""

@@ -10,6 +10,13 @@ Closed minutes are written with an additive upsert, the engine state is snapshot
 Ticks are acked once they are in the engine and the open minute (in memory); a crash loses at
 most the open minute of the rollup and what the engine learned since its last snapshot.
 
+Per-host ticks arrive in batches (``TrafficBatch`` on ``voxguard.traffic.v1.<tier>.h``, or the
+partition subject when sharded) and are taken in bulk (``_on_batch``, see ``intake``): decoded
+once, one engine lock, ``observe_columns`` for known targets, the rollup and live window updated
+with matrices, one ack. Single ``TrafficTick`` messages (component targets) go through
+``_on_tick``; one consumer takes both. A batch that cannot be decoded is terminated and counted
+(``bad_batches``), a bad record inside one is dropped and counted (``bad_records``).
+
 Sharded (``VOXGUARD_BASELINE_SHARDS`` = P > 1, see ``voxguard.shared.partition``): several
 workers split the per-host targets. Each reads every component tick (an ordered consumer on
 ``voxguard.traffic.v1.*``: the detectors' cross-tier context), holds partition leases
@@ -29,16 +36,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import numpy as np
+import orjson
 from fastapi import FastAPI
 from nats.aio.msg import Msg
 from nats.js import api as js_api
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from voxguard.baseline import metrics
+from voxguard.baseline import intake, metrics
 from voxguard.baseline.rollup import LiveWindow, MinuteRollup, target_meta
 from voxguard.baseline.shards import ShardLeases, new_worker_id
 from voxguard.baseline.store import BaselineStore, minute_floor
@@ -46,7 +56,16 @@ from voxguard.shared.bus import STREAM_TRAFFIC, Delivery, Subscription
 from voxguard.shared.config import VoxGuardConfig
 from voxguard.shared.db import make_engine, readiness_check
 from voxguard.shared.http import ServiceSpec
-from voxguard.shared.messages import Anomaly, IncidentEvent, IncidentView, TrafficTick
+from voxguard.shared.messages import (
+    MAX_BATCH_BYTES,
+    Anomaly,
+    BatchError,
+    IncidentEvent,
+    IncidentView,
+    TrafficColumns,
+    TrafficTick,
+    decode_batch,
+)
 from voxguard.shared.partition import context_filter, partition_filter, partition_of
 from voxguard.shared.runtime import ServiceContext
 
@@ -63,6 +82,10 @@ RETENTION_EVERY_S = 3600.0
 WS_QUEUE = 256  # events buffered per WebSocket client before it is dropped as too slow
 REPUBLISH_S = 100.0  # on taking a partition, its events of this long ago are published again
 PARTITION_ACK_WAIT_S = 10.0  # a dead owner's in-flight ticks come back to the next owner this soon
+STEP_LAG_S = 0.02  # a step runs this long after a tick time becomes processable
+FETCH_BATCH = 32  # messages per pull: batches are up to 1 MiB each, and the client buffers a pull
+
+Traffic = TrafficTick | TrafficColumns
 
 
 class EngineOutputLike(Protocol):
@@ -170,7 +193,11 @@ class BaselineService:
         self._ctx_sub: Any = None
         self._commit = asyncio.Lock()  # engine decisions and shard saves reach the DB in order
         self.started = False
-        self.stats = {"ticks": 0, "steps": 0, "minutes_written": 0, "events": 0, "anomalies": 0, "errors": 0}
+        self.stats = {"ticks": 0, "steps": 0, "minutes_written": 0, "events": 0, "anomalies": 0, "errors": 0,
+                      "batches": 0, "bad_batches": 0, "bad_records": 0}  # fmt: skip
+        self._flush_task: asyncio.Task[None] | None = None
+        # one writer at a time: the background flush and the step's event commit (SQLite locks)
+        self._db_write = asyncio.Lock()
 
     @property
     def engine(self) -> EngineLike:
@@ -196,8 +223,9 @@ class BaselineService:
             await self._start_sharded()
         else:
             self._sub = await self.ctx.bus.subscribe_durable(
-                STREAM_TRAFFIC, self.durable, "voxguard.traffic.v1.>", TrafficTick, self._on_tick
-            )
+                STREAM_TRAFFIC, self.durable, "voxguard.traffic.v1.>", TrafficTick, self._on_traffic,
+                decoder=self._decoder, batch=FETCH_BATCH,
+            )  # fmt: skip
         self._task = asyncio.create_task(self._run(), name="baseline-detect")
         self.started = True
 
@@ -218,6 +246,9 @@ class BaselineService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._flush_task is not None:
+            with contextlib.suppress(Exception):
+                await self._flush_task
         if self.started:
             for name, work in (("step", self.step(self.clock())), ("flush", self.flush(everything=True)),
                                ("snapshot", self.snapshot())):  # fmt: skip
@@ -245,6 +276,87 @@ class BaselineService:
 
     # -- work -----------------------------------------------------------------------------
 
+    def decode_traffic(self, data: bytes) -> Traffic:
+        """A traffic message: a ``TrafficBatch`` (it has ``columns``) or a single ``TrafficTick``.
+        Raises ValueError (the bus terminates the message) when it is neither."""
+        try:
+            doc = orjson.loads(data)
+            if isinstance(doc, dict) and "columns" in doc:
+                if len(data) > MAX_BATCH_BYTES:
+                    raise BatchError(f"traffic batch of {len(data)} bytes exceeds {MAX_BATCH_BYTES}")
+                return decode_batch(doc)
+        except ValueError:
+            self.stats["bad_batches"] += 1
+            raise
+        return TrafficTick.model_validate_json(data)
+
+    @property
+    def _decoder(self) -> Callable[[bytes], TrafficTick]:
+        """``decode_traffic`` as the bus types it (its consumers are declared with TrafficTick)."""
+        return cast("Callable[[bytes], TrafficTick]", self.decode_traffic)
+
+    async def _on_traffic(self, msg: Traffic, delivery: Delivery | None) -> None:
+        if isinstance(msg, TrafficColumns):
+            await self._on_batch(msg, delivery)
+        else:
+            await self._on_tick(msg, delivery)
+
+    async def _on_batch(self, cols: TrafficColumns, delivery: Delivery | None) -> None:
+        """One batch of per-host ticks in bulk: columnar for known targets, objects for the rest."""
+        self.stats["batches"] += 1
+        if cols.dropped:
+            self.stats["bad_records"] += cols.dropped
+            log.warning("traffic batch %s: %d bad records dropped (%s)", cols.batch.id, cols.dropped, cols.bad)
+        if cols.n == 0:
+            return
+        engine = self.engine
+        columnar = getattr(engine, "observe_columns", None)
+        known: dict[str, int] | None = getattr(engine, "index", None) if columnar is not None else None
+        path = intake.split(cols, known)
+        eng_vals, min_vals, live_vals = intake.prepare(cols)
+        ticks: list[TrafficTick] = []
+        for i in path.objects:
+            try:
+                ticks.append(cols.tick(i))
+            except ValueError:
+                self.stats["bad_records"] += 1
+        idx = path.columnar
+        all_columnar = len(idx) == cols.n
+        async with self.lock:
+            if len(idx) and columnar is not None:
+                ids = cols.ids if all_columnar else [cols.ids[i] for i in idx.tolist()]
+                columnar(
+                    cols.tick_start, ids, eng_vals if all_columnar else eng_vals[idx], intake.SourcesView(cols, idx)
+                )
+            if ticks:
+                engine.observe(ticks)
+        self.stats["ticks"] += cols.n
+        ids = cols.ids
+        if self.sharded:
+            owned = np.fromiter(map(self.owns_target, ids), bool, cols.n)
+            if not owned.all():
+                keep = np.flatnonzero(owned)
+                ids, min_vals, live_vals = [ids[i] for i in keep.tolist()], min_vals[keep], live_vals[keep]
+                rows = keep.tolist()
+            else:
+                rows = list(range(cols.n))
+        else:
+            rows = list(range(cols.n))
+        if not ids:
+            return
+        self.rollup.add_columns(cols.tick_start, ids, min_vals)
+        self.live.add_columns(cols.tick_start, ids, live_vals)
+        metrics.TICKS.labels(cols.tier.value).inc(len(ids))
+        hosts = cols.text["host"]
+        for j, i in enumerate(rows):
+            if hosts[i] is None:  # a component target in a batch: as _on_tick
+                self._tier_observed[(cols.tier.value, ids[j])] = float(live_vals[j, 0])
+        known_t, new_t = self._known_targets, self._new_targets
+        for j, i in enumerate(rows):
+            tid = ids[j]
+            if tid not in known_t and tid not in new_t:
+                new_t[tid] = cols.meta(i)
+
     async def _on_tick(self, tick: TrafficTick, delivery: Delivery | None) -> None:
         async with self.lock:
             self.engine.observe([tick])
@@ -260,17 +372,23 @@ class BaselineService:
         if tick.target_id not in self._known_targets:
             self._new_targets[tick.target_id] = target_meta(tick)
 
+    def _until_next_step(self) -> float:
+        """Seconds to the next step: just after a tick time becomes processable (tick boundary plus
+        the engine's grace), so a tick is decided as soon as its grace has passed, not up to a whole
+        tick later."""
+        dt_s = self.tick_seconds
+        grace = float(getattr(self._engine, "grace", 0.0) or 0.0) * dt_s
+        return (grace + STEP_LAG_S - time.time()) % dt_s or dt_s
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
         while True:
-            next_at += self.tick_seconds
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if loop.time() - next_at > 5 * self.tick_seconds:
-                next_at = loop.time()  # fell far behind (a long step): don't burst to catch up
+            await asyncio.sleep(self._until_next_step())
             try:
                 await self.step(self.clock())
-                await self.flush()
+                if self._flush_task is None or self._flush_task.done():
+                    # in its own task: writing a minute of 100,000 targets must not delay the next step
+                    self._flush_task = asyncio.create_task(self._flush_logged(), name="baseline-flush")
                 if loop.time() - self._last_snapshot >= self.snapshot_interval_s:
                     await self.snapshot()
                 if loop.time() - self._last_retention >= RETENTION_EVERY_S:
@@ -281,6 +399,13 @@ class BaselineService:
                 self.stats["errors"] += 1
                 log.exception("baseline step failed")
 
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("baseline flush failed")
+
     async def step(self, now: dt.datetime) -> None:
         """One detection step: advance, commit incident events, then publish and fan out."""
         async with self._commit:
@@ -288,7 +413,8 @@ class BaselineService:
                 out = await asyncio.to_thread(self.engine.advance, now)
                 handover = self._shard_incidents(out.events) if self.sharded and out.events else None
             if out.events:
-                await asyncio.to_thread(self.store.record_events, out.events, handover)
+                async with self._db_write:
+                    await asyncio.to_thread(self.store.record_events, out.events, handover)
         self.stats["steps"] += 1
         if out.events:
             self.stats["events"] += len(out.events)
@@ -354,11 +480,12 @@ class BaselineService:
         targets = list(self._new_targets.values())
         self._new_targets = {}
         try:
-            if targets:
-                await asyncio.to_thread(self.store.upsert_targets, targets, now)
-                self._known_targets.update(t["id"] for t in targets)
-            if rows:
-                await asyncio.to_thread(self.store.add_minutes, rows)
+            async with self._db_write:
+                if targets:
+                    await asyncio.to_thread(self.store.upsert_targets, targets, now)
+                    self._known_targets.update(t["id"] for t in targets)
+                if rows:
+                    await asyncio.to_thread(self.store.add_minutes, rows)
         except Exception:
             self.rollup.restore(rows)
             for t in targets:
@@ -468,7 +595,8 @@ class BaselineService:
         try:
             self._part_subs[k] = await self.ctx.bus.subscribe_durable(
                 STREAM_TRAFFIC, f"{self.durable}-p{k}of{self.shards}", partition_filter(k), TrafficTick,
-                self._on_tick, ack_wait_s=PARTITION_ACK_WAIT_S, deliver_policy=js_api.DeliverPolicy.NEW,
+                self._on_traffic, ack_wait_s=PARTITION_ACK_WAIT_S, deliver_policy=js_api.DeliverPolicy.NEW,
+                decoder=self._decoder, batch=FETCH_BATCH,
             )  # fmt: skip
         except Exception:
             await self._lose(k, False)  # the lease goes back; whoever takes it loads the same state

@@ -18,26 +18,53 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from nats.js.api import DeliverPolicy
 from sqlalchemy import Engine
 
 from voxguard.mitigate import rails
+from voxguard.mitigate.attack_evidence import AttackEvidence
 from voxguard.mitigate.exabgp import BridgeServer, ExaBGPProcess, external_speaker, socket_path
 from voxguard.mitigate.flowspec import Action, Proto, RuleError, parse_ports, parse_prefix
+from voxguard.mitigate.learned_sources import endpoint_learner, rtp_peer_learner, share_budget
 from voxguard.mitigate.metrics import MITIGATION_EVENTS, RULES
-from voxguard.mitigate.policy import Candidate, enforce, plan_incident
+from voxguard.mitigate.policy import (
+    TOP_NETWORK_BOOKS,
+    Candidate,
+    enforce,
+    plan_incident,
+    runbook,
+    runbooks_of,
+    top_networks,
+)
 from voxguard.mitigate.reconcile import Reconciler
-from voxguard.mitigate.rtp_peers import RtpPeerLearner
 from voxguard.mitigate.settings import BgpSettings, parse_bgp
 from voxguard.mitigate.store import ACTIVE, RuleRow, Store
-from voxguard.mitigate.whitelist import Whitelist, WhitelistEntry
+from voxguard.mitigate.whitelist import IPNetwork, Whitelist, WhitelistEntry
 from voxguard.shared.bus import STREAM_EVENTS, STREAM_TRAFFIC, Bus, Delivery, Subscription
 from voxguard.shared.config import MitigationSettings, Tier, VoxGuardConfig
-from voxguard.shared.messages import IncidentEvent, MitigationEvent, TrafficTick, subject_for
+from voxguard.shared.messages import IncidentEvent, IncidentView, MitigationEvent, SourceCount, TrafficTick, subject_for
+from voxguard.shared.partition import TRAFFIC_PREFIX
 
 log = logging.getLogger("voxguard.mitigate")
 
 DURABLE = "mitigate-incidents"
 SYSTEM = "system"
+# Traffic the service follows: the media tier (RTP peers) and the SBC tier (registered endpoints,
+# attack evidence). Component ticks travel on voxguard.traffic.v1.<tier>, per-host ticks on
+# voxguard.traffic.v1.<tier>.<partition> when ingest is sharded (shared/partition.py): one
+# consumer per form keeps the filtering in the server (nats-server 2.9 has no multi-filter consumers).
+FOLLOWED_TIERS = (Tier.MEDIA, Tier.SBC)
+
+
+def traffic_consumers() -> list[tuple[str, str]]:
+    """(durable name, subject filter) of the traffic consumers, both subject forms of every tier."""
+    out = []
+    for tier in FOLLOWED_TIERS:
+        # the media component consumer keeps the durable name it always had
+        name = DURABLE + "-rtp-peers" if tier == Tier.MEDIA else f"mitigate-traffic-{tier.value}"
+        out.append((name, f"{TRAFFIC_PREFIX}.{tier.value}"))
+        out.append((f"mitigate-traffic-{tier.value}-parts", f"{TRAFFIC_PREFIX}.{tier.value}.*"))
+    return out
 
 
 class Refused(Exception):
@@ -98,10 +125,20 @@ class MitigateService:
         self.reconciler = Reconciler(self.store, self.bridge, self.publish, ack_timeout=self.bgp.ack_timeout_seconds)
         self.reconciler.on_pass = self._refresh_gauges
         self._sub: Subscription[IncidentEvent] | None = None
-        self._media_sub: Subscription[TrafficTick] | None = None
-        # learned peers get half of the accept guards an any-source rule may need; configured
-        # whitelists keep the other half (README: "Any-source rules")
-        self.rtp_peers = RtpPeerLearner(max_total=self.bgp.max_accept_rules // 2)
+        self._traffic_subs: list[Subscription[TrafficTick]] = []
+        # learned networks get half of the accept guards an any-source rule may need, shared by
+        # the two learners; configured whitelists keep the other half (README: "Any-source rules")
+        self.learned_budget = self.bgp.max_accept_rules // 2
+        self.rtp_peers = rtp_peer_learner(self.learned_budget)
+        self.endpoints = endpoint_learner(self.learned_budget)
+        # without the traffic consumers there is no evidence: top networks are planned as named
+        self.evidence = AttackEvidence(
+            min_ticks=self.bgp.evidence_min_ticks if consume else 0, min_share=self.bgp.evidence_min_share
+        )
+        # target id -> the incident (with its pool of top networks) and the networks it holds back
+        self._pending: dict[str, tuple[IncidentView, list[IPNetwork]]] = {}
+        self._pools: dict[str, list[SourceCount]] = {}  # incident id -> every event's top networks
+        self._plan_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self.started = False
 
@@ -124,17 +161,22 @@ class MitigateService:
             self._sub = await self.bus.subscribe_durable(
                 STREAM_EVENTS, DURABLE, subject_for("incident", "*").replace("*", ">"), IncidentEvent, self.on_incident
             )
-            self._media_sub = await self.bus.subscribe_durable(
-                STREAM_TRAFFIC, DURABLE + "-rtp-peers", subject_for("traffic", "media"), TrafficTick, self.on_media_tick
-            )
+            for name, subject in traffic_consumers():
+                policy = DeliverPolicy.ALL if name == DURABLE + "-rtp-peers" else DeliverPolicy.NEW
+                self._traffic_subs.append(
+                    await self.bus.subscribe_durable(
+                        STREAM_TRAFFIC, name, subject, TrafficTick, self.on_traffic_tick, deliver_policy=policy
+                    )
+                )
         self.started = True
 
     async def stop(self) -> None:
         """Each step bounded: a stuck consumer must never keep ExaBGP (and its routes) alive."""
         if self._sub is not None:
             await self._bounded(self._sub.stop(), "incident consumer")
-        if self._media_sub is not None:
-            await self._bounded(self._media_sub.stop(), "media traffic consumer")
+        for tsub in self._traffic_subs:
+            await self._bounded(tsub.stop(), f"traffic consumer {tsub.durable}")
+        self._traffic_subs = []
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -219,11 +261,24 @@ class MitigateService:
     def whitelist(self) -> Whitelist:
         """Config entries plus the runtime ones (API-pushed, learned), expired ones excluded."""
         runtime = [r.entry() for r in self.store.list_whitelist()]
-        return Whitelist(self.static_whitelist() + runtime + self.rtp_peers.entries())
+        return Whitelist(self.static_whitelist() + runtime + self.learned())
 
-    async def on_media_tick(self, tick: TrafficTick, delivery: Delivery | None = None) -> None:
-        """Learn the peers of calls in progress (see rtp_peers.py)."""
+    def learned(self) -> list[WhitelistEntry]:
+        """Learned RTP peers and registered endpoints, within their shared budget."""
+        return share_budget([self.rtp_peers.entries(), self.endpoints.entries()], self.learned_budget)
+
+    async def on_traffic_tick(self, tick: TrafficTick, delivery: Delivery | None = None) -> None:
+        """Learn the sources of calm targets (learned_sources.py); on attacked ones, count which
+        networks persist (attack_evidence.py) and plan the top networks that now have evidence."""
         self.rtp_peers.on_tick(tick)
+        self.endpoints.on_tick(tick)
+        if not self.evidence.on_tick(tick):
+            return
+        inc, held = self._pending.get(tick.target_id) or (None, [])
+        if inc is not None and any(self.evidence.confirmed(tick.target_id, n) for n in held):
+            await self._plan(inc, "evidence")
+
+    on_media_tick = on_traffic_tick  # the name the media consumer had
 
     # -- incidents ------------------------------------------------------------------------
 
@@ -231,7 +286,12 @@ class MitigateService:
         """Plan, enforce, store, announce. Idempotent: a redelivered event adds nothing."""
         inc = ev.incident
         self.rtp_peers.on_incident(ev)
+        self.endpoints.on_incident(ev)
         if ev.event == "resolved" or inc.state == "resolved":
+            async with self._plan_lock:  # no evidence plan for it after this point
+                self.evidence.untrack(inc.target_id)
+                self._pending.pop(inc.target_id, None)
+                self._pools.pop(inc.id, None)
             at = _now() + dt.timedelta(seconds=self.bgp.hold_down_seconds)
             n = await asyncio.to_thread(self.store.schedule_incident_withdrawal, inc.id, at)
             if n:
@@ -247,12 +307,59 @@ class MitigateService:
         if ev.event == "mitigated":
             return
         await asyncio.to_thread(self.store.cancel_incident_withdrawal, inc.id)
-        plan = plan_incident(inc, self.config, self.bgp)
+        await self._plan(inc, ev.event)
+
+    def _gated(self, inc: IncidentView) -> bool:
+        """Whether the incident's top networks wait for evidence from the target's own ticks: only
+        when its ticks reach this service (otherwise the incident's own top networks are all there is)."""
+        return (
+            self.evidence.enabled
+            and inc.tier in FOLLOWED_TIERS
+            and (self.evidence.tracking(inc.target_id) or self.evidence.seen(inc.target_id))
+            and runbook(inc, runbooks_of(self.config)) in TOP_NETWORK_BOOKS
+        )
+
+    def _with_pool(self, inc: IncidentView) -> IncidentView:
+        """The incident with the top networks of every event so far: a network named once by the
+        incident and confirmed later by the traffic is still one of the incident's top networks."""
+        pool = self._pools.setdefault(inc.id, [])
+        known = {s.source for s in pool}
+        pool += [s for s in top_networks(inc) if s.source not in known]
+        return inc.model_copy(update={"top_prefixes": list(pool)})
+
+    async def _plan(self, inc: IncidentView, why: str) -> None:
+        """Plan, enforce, store, announce (one plan at a time: events and evidence both plan)."""
+        async with self._plan_lock:
+            await self._plan_locked(inc, why)
+
+    async def _plan_locked(self, inc: IncidentView, why: str) -> None:
+        pending, _ = self._pending.get(inc.target_id) or (None, [])
+        if why == "evidence" and (pending is None or pending.id != inc.id):
+            return  # resolved (or superseded) while this plan waited
+        wl = await asyncio.to_thread(self.whitelist)
+        if self._gated(inc):
+            self.evidence.track(inc.target_id, inc.opened_at)
+            inc = self._with_pool(inc)
+            target = inc.target_id
+
+            def confirmed(net: IPNetwork) -> bool:
+                # wholly whitelisted networks go through, so the whitelist refuses them with its
+                # reason; a partly whitelisted one needs evidence like any other (its rest is blocked)
+                return self.evidence.confirmed(target, net) or wl.apply(net).dropped
+
+            plan = plan_incident(inc, self.config, self.bgp, confirmed=confirmed)
+            self._pending[target] = (inc, plan.held)
+            if plan.held:
+                log.info(
+                    "incident %s (%s): top networks without evidence yet: %s", inc.id, why,
+                    ", ".join(self.evidence.describe(target, n) for n in plan.held),
+                )  # fmt: skip
+        else:
+            plan = plan_incident(inc, self.config, self.bgp)
         if plan.skipped:
             log.info("incident %s: no mitigation (%s)", inc.id, plan.skipped)
             return
         policy = self.config.tiers[inc.tier].mitigation
-        wl = await asyncio.to_thread(self.whitelist)
         cands = enforce(plan.candidates, wl, policy, self.bgp)
         rows = await asyncio.to_thread(
             self.store.add_candidates,
@@ -268,7 +375,7 @@ class MitigateService:
         )
         if rows:
             await asyncio.to_thread(
-                self.store.audit, SYSTEM, "incident_planned", None, f"incident {inc.id} ({ev.event}): {len(rows)} rules"
+                self.store.audit, SYSTEM, "incident_planned", None, f"incident {inc.id} ({why}): {len(rows)} rules"
             )
             await self.publish(rows, "auto")
             self.reconciler.wake()

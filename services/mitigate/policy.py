@@ -10,16 +10,22 @@ Runbooks (the product's origin, as defaults):
 * ``tdos``: rate-limit the highest-volume source networks; with a GeoIP database configured, also
   rate-limit the networks of top sources located in the configured countries.
 
+The incident's runbook (by name: the config's ``runbooks`` or the defaults) picks the book by its
+actions, so a SIP flood that also looks like TDoS is still handled as the SIP flood it was opened
+as. Top networks can be held back until the attacked target's own traffic confirms them
+(``confirmed``, see attack_evidence.py): with sampled telemetry one tick's top list is not enough.
+
 Then the whitelist splits or drops sources, and the rails reject what is still unsafe. Every
 dropped or rejected candidate carries its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from voxguard.mitigate import rails
@@ -28,6 +34,7 @@ from voxguard.mitigate.settings import BgpSettings
 from voxguard.mitigate.whitelist import Whitelist
 from voxguard.shared.config import MitigationSettings, Tier, TierConfig, VoxGuardConfig
 from voxguard.shared.messages import IncidentView, SourceCount
+from voxguard.shared.runbooks import DEFAULT_RUNBOOKS, Runbook, load_runbooks
 
 log = logging.getLogger("voxguard.mitigate.policy")
 
@@ -63,13 +70,20 @@ class Plan:
 
     candidates: list[Candidate] = field(default_factory=list)
     skipped: str | None = None  # why nothing was planned (alert-only tier, learning...)
+    held: list[IPNetwork] = field(default_factory=list)  # top networks not (yet) confirmed
 
 
 def _sorted_counts(items: Sequence[SourceCount]) -> list[SourceCount]:
     return sorted(items, key=lambda s: (s.packets, s.bytes), reverse=True)
 
 
-def _networks(items: Sequence[SourceCount], limit: int) -> list[IPNetwork]:
+Confirmed = Callable[[IPNetwork], bool]
+
+
+def _networks(
+    items: Sequence[SourceCount], limit: int, confirmed: Confirmed | None = None, held: list[IPNetwork] | None = None
+) -> list[IPNetwork]:
+    """The ``limit`` heaviest networks; with ``confirmed``, unconfirmed ones go to ``held`` instead."""
     out: list[IPNetwork] = []
     for item in _sorted_counts(items):
         try:
@@ -77,10 +91,29 @@ def _networks(items: Sequence[SourceCount], limit: int) -> list[IPNetwork]:
         except ValueError:
             log.warning("ignoring malformed source %r in incident", item.source)
             continue
-        if net not in out:
-            out.append(net)
+        if net in out:
+            continue
+        if confirmed is not None and not confirmed(net):
+            if held is not None and net not in held:
+                held.append(net)
+            continue
+        out.append(net)
         if len(out) >= limit:
             break
+    return out
+
+
+def top_networks(incident: IncidentView, limit: int = TOP_NETWORKS) -> list[SourceCount]:
+    """The incident's ``limit`` heaviest source networks (/24, /64), as the runbooks read them."""
+    items = _sorted_counts(incident.top_prefixes or _aggregate(incident.top_sources))
+    keep = {str(n) for n in _networks(items, limit)}
+    out: list[SourceCount] = []
+    for s in items:
+        with contextlib.suppress(ValueError):
+            key = str(ipaddress.ip_network(s.source, strict=False))
+            if key in keep:
+                keep.discard(key)
+                out.append(s)
     return out
 
 
@@ -148,10 +181,25 @@ def _rate(policy: MitigationSettings, bgp: BgpSettings) -> int:
     return policy.rate_limit_bps if policy.rate_limit_bps is not None else bgp.default_rate_limit_bps
 
 
-def runbook(incident: IncidentView) -> str:
-    """Which runbook applies: the incident's own, else by vector priority."""
+# what a runbook's actions make of an incident: its book in plan_incident
+_BOOKS = {
+    "source_block": "rtp_flood",
+    "rate_limit_unknown": "rtp_flood",
+    "rate_limit_top_networks": "tdos",
+    "geo_filter": "tdos",
+    "block_top_prefixes": "block_top_networks",
+}
+TOP_NETWORK_BOOKS = ("block_top_networks", "tdos")  # books whose rules name the top networks
+
+
+def runbook(incident: IncidentView, books: Sequence[Runbook] = DEFAULT_RUNBOOKS) -> str:
+    """Which book applies: the incident's runbook (by its actions), else by vector priority."""
     if incident.runbook in ("rtp_flood", "tdos", "sip_flood"):
-        return incident.runbook
+        return "block_top_networks" if incident.runbook == "sip_flood" else incident.runbook
+    named = next((rb for rb in books if rb.name == incident.runbook), None)
+    for action in named.actions if named else ():
+        if action.kind in _BOOKS:
+            return _BOOKS[action.kind]
     for v in ("rtp_flood", "tdos"):
         if v in incident.vectors:
             return v
@@ -197,10 +245,24 @@ def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
     return out
 
 
+def runbooks_of(config: VoxGuardConfig) -> list[Runbook]:
+    """The runbooks in force (defaults plus the config's), as the baseline names them."""
+    return load_runbooks(config.runbooks or {}) if config.runbooks else list(DEFAULT_RUNBOOKS)
+
+
 def plan_incident(
-    incident: IncidentView, config: VoxGuardConfig, bgp: BgpSettings, *, budget: int | None = None
+    incident: IncidentView,
+    config: VoxGuardConfig,
+    bgp: BgpSettings,
+    *,
+    budget: int | None = None,
+    confirmed: Confirmed | None = None,
 ) -> Plan:
-    """Raw candidates for an incident (before whitelist and rails), or why there are none."""
+    """Raw candidates for an incident (before whitelist and rails), or why there are none.
+
+    ``confirmed``: when given, top networks it does not confirm are left out and listed in
+    ``Plan.held`` (the caller plans again once they are confirmed).
+    """
     tier_cfg: TierConfig | None = config.tiers.get(incident.tier)
     if tier_cfg is None:
         return Plan(skipped=f"tier {incident.tier} is not configured")
@@ -213,8 +275,9 @@ def plan_incident(
         return Plan(skipped="cannot resolve the attacked destination from the config")
     policy = tier_cfg.mitigation
     limit = min(TOP_NETWORKS, policy.max_rules_per_incident) if budget is None else budget
-    book = runbook(incident)
+    book = runbook(incident, runbooks_of(config))
     out: list[Candidate] = []
+    held: list[IPNetwork] = []
     for dest in target.destinations:
         base = {"destination": dest, "protocol": target.protocol, "ports": target.ports}
         if book == "rtp_flood":
@@ -227,7 +290,7 @@ def plan_incident(
             out.append(Candidate("rate_limit", sources=[], rate_bps=_rate(policy, bgp), group=group, **base))  # type: ignore[arg-type]
         elif book == "tdos":
             prefixes = incident.top_prefixes or _aggregate(incident.top_sources)
-            top = [n for n in _networks(prefixes, limit) if n.version == dest.version]
+            top = [n for n in _networks(prefixes, limit, confirmed, held) if n.version == dest.version]
             geo = [n for n in geoip_networks(incident, bgp) if n.version == dest.version and n not in top]
             # the geographic filter gets up to half of the per-incident budget: appended after a
             # full set of top networks, the max_rules_per_incident rail would always reject it
@@ -237,9 +300,9 @@ def plan_incident(
         else:
             prefixes = incident.top_prefixes or _aggregate(incident.top_sources)
             action, rate = _block_action(policy, bgp)
-            nets = [n for n in _networks(prefixes, limit) if n.version == dest.version]
+            nets = [n for n in _networks(prefixes, limit, confirmed, held) if n.version == dest.version]
             out += [Candidate(action, sources=[n], rate_bps=rate, **base) for n in nets]  # type: ignore[arg-type]
-    return Plan(candidates=out)
+    return Plan(candidates=out, held=held)
 
 
 def enforce(

@@ -83,6 +83,10 @@ class BgpSettings(_Strict):
     reconcile_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     ack_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     default_rate_limit_bps: int = Field(default=125_000, ge=0)  # bytes/s when the tier sets none
+    # a top network is blocked once it was among the attacked target's top networks in this many
+    # of its ticks and this share of them (attack_evidence.py); 0 ticks: block as the incident names
+    evidence_min_ticks: int = Field(default=3, ge=0, le=600)
+    evidence_min_share: float = Field(default=0.25, ge=0, le=1)
     whitelists: dict[WhitelistKind, list[IPNetwork]] = Field(default_factory=dict)
     geoip: GeoIPSettings | None = None
 

@@ -234,6 +234,17 @@ def test_tdos_versus_flash_crowd() -> None:
     assert hot(frame([sbc | {"observed": known}, media]), "tdos") == [False, False]
 
 
+def test_a_scanning_tool_is_a_sip_flood_not_tdos() -> None:
+    """The same bot-army shape, but sampled SIP shows the scanner's User-Agent on most packets:
+    a SIPVicious-style flood, not automated calls."""
+    media = {"tier": "media", "role": "media", "expected": MEDIA, "observed": MEDIA, "region": 1}
+    bots = scaled(SBC_SIG, flows=4, distinct_sources=20, packets=2)
+    tool = bots | {"sip_scanner_packets": 150.0}
+    sbc = {"tier": "sbc", "role": "signalling", "expected": SBC_SIG, "region": 1}
+    assert hot(frame([sbc | {"observed": tool}, media]), "tdos") == [False, False]
+    assert hot(frame([sbc | {"observed": bots}, media]), "tdos") == [True, False]
+
+
 def test_noise_floor_keeps_tiny_baselines_quiet() -> None:
     tiny = {"packets": 0.2, "new_connections": 0.01}
     fr = frame([

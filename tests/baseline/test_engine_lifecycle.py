@@ -349,3 +349,28 @@ def test_a_burst_of_a_few_events_needs_one_more_hot_tick() -> None:
         if opened is None and any(ev.event == "opened" for ev in evs):
             opened = i - 5
     assert opened is not None and opened < held  # a handful of events waits one more tick
+
+
+def test_runbook_follows_the_most_specific_vector() -> None:
+    """A TDoS also trips the SIP packet-flood detector: the incident follows the TDoS runbook
+    (rate-limit and geography), whichever vector was seen first."""
+    from voxguard.baseline.incidents import Finding, IncidentBook
+    from voxguard.shared.runbooks import load_runbooks
+
+    books = load_runbooks({})
+    book = IncidentBook()
+    target = {"id": "t1", "tier": "sbc", "name": "sbc-us-1 udp/5060", "component": "sbc-us-1", "tags": []}
+    kw: dict[str, Any] = {"learning": False, "quiet_needed": 30, "dark": False, "internal": False, "top_sources": [],
+                          "top_prefixes": [], "runbooks": books}  # fmt: skip
+    now = datetime.fromtimestamp(DAY2, UTC)
+    ev = book.hot(now, target, [Finding("sip_flood", 6.0, 600.0, 100.0, "packets_per_s")], **kw)
+    assert ev is not None and ev.incident.runbook == "sip-flood-sbc"
+    ev = book.hot(now + timedelta(seconds=1), target, [Finding("tdos", 6.5, 400.0, 60.0, "flows_per_s")], **kw)
+    assert ev is not None and ev.event == "updated" and ev.incident.runbook == "tdos-sbc"
+    both = IncidentBook().hot(
+        now,
+        target | {"id": "t2"},
+        [Finding("sip_flood", 7.0, 700.0, 100.0, "packets_per_s"), Finding("tdos", 6.0, 360.0, 60.0, "flows_per_s")],
+        **kw,
+    )
+    assert both is not None and both.incident.runbook == "tdos-sbc"

@@ -149,6 +149,33 @@ def describe(incidents: list[dict[str, Any]], attack_at: float) -> str:
     )
 
 
+def traffic_vs_baseline(lab: Lab, component: str, since: float) -> str:
+    """Observed per-tick rates since ``since`` (median and max) against the learned profile of this
+    hour on the component's aggregate targets, for a detection failure message: what the baseline
+    expected is half of why a detector stays quiet."""
+    out = []
+    now = dt.datetime.now(dt.UTC)
+    slot = now.weekday() * 24 + now.hour  # the profile's slots start on Monday 00:00 UTC
+    try:
+        targets = [t for t in lab.stack.get("/v1/targets", limit=10_000)["items"]
+                   if t.get("component") == component and not t.get("host")]  # fmt: skip
+        start = dt.datetime.fromtimestamp(since, dt.UTC).isoformat()
+        for t in targets:
+            base = lab.stack.get(f"/v1/targets/{t['id']}/baseline")["metrics"]
+            live = lab.stack.get(f"/v1/targets/{t['id']}/live", since=start)
+            parts = []
+            for m in ("packets", "flows", "bytes"):
+                seen = sorted(float(p.get(m) or 0) for p in live["points"]) or [0.0]
+                parts.append(
+                    f"{m}/s median {seen[len(seen) // 2]:.0f} max {seen[-1]:.0f} vs profile {base[m]['profile'][slot]} "
+                    f"(short-term x{base[m]['short_term_level']})"
+                )
+            out.append(f"{t.get('name') or t['id']}: " + ", ".join(parts))
+    except (AssertionError, KeyError, IndexError, TypeError) as exc:  # diagnostics only: never hide the failure
+        out.append(f"(no baseline details: {exc!r})")
+    return " | ".join(out)
+
+
 def await_incident(lab: Lab, component: str, vector: str, attack_at: float, timeout: float = 45) -> dict[str, Any]:
     """The incident on ``component`` carrying ``vector`` opened since the attack began, or a failure
     that says exactly what detection reported instead."""
@@ -165,10 +192,13 @@ def await_incident(lab: Lab, component: str, vector: str, attack_at: float, time
         return wait_until(find, timeout, f"a {vector} incident on {component}")
     except AssertionError:
         others = [i for i in lab.stack.incidents() if _ts(i["opened_at"]) >= attack_at - LEAD_S]
+        aggregate = [i for i in seen if not i.get("host")] or seen
         pytest.fail(
             f"detection: no {vector} incident (non-learning) on {component} within {timeout:.0f}s of the "
-            f"attack ({vector} runbook). On {component}: {describe(seen, attack_at)}. "
-            f"All incidents since: {describe(others, attack_at)}",
+            f"attack ({vector} runbook). On {component}: {describe(aggregate, attack_at)} "
+            f"(+{len(seen) - len(aggregate)} per-host). Other incidents since: "
+            f"{describe([i for i in others if i.get('component') != component], attack_at)}. "
+            f"Traffic: {traffic_vs_baseline(lab, component, attack_at)}",
             pytrace=False,
         )
 
@@ -423,7 +453,9 @@ def test_tdos_on_the_emergency_trunk(lab: Lab) -> None:
         detail = lab.stack.get(f"/v1/incidents/{inc['id']}")
         assert "emergency-services" in detail["incident"]["tags"]
         assert detail["runbook"] and detail["runbook"]["name"] == "tdos-sbc", (
-            f"TDoS incident {inc['vectors']} got runbook {detail['runbook'] and detail['runbook']['name']}"
+            f"TDoS incident {inc['vectors']} got runbook {detail['runbook'] and detail['runbook']['name']}: "
+            f"{describe([detail['incident']], attack_at)}; timeline: "
+            f"{[(e['event'], e['at']) for e in detail['timeline']]}"
         )
         assert all(step in detail["checklist"] for step in REGULATORY_CHECKLIST), detail["checklist"]
 

@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import dpkt
 import pytest
@@ -14,7 +15,7 @@ from vghelpers import ethernet_frame
 from voxguard.ingest.service import IngestService
 from voxguard.shared.bus import STREAM_TRAFFIC, Bus
 from voxguard.shared.config import parse_config
-from voxguard.shared.messages import TrafficTick
+from voxguard.shared.messages import TrafficColumns, TrafficTick, decode_batch
 from voxguard.shared.runtime import ServiceContext
 from voxguard.shared.settings import Settings
 
@@ -83,7 +84,17 @@ async def test_softflowd_to_nats(tmp_path: Path, need_tool, bus: Bus, version: i
         g[2] += tick.new_connections
         g[3] = max(g[3], tick.distinct_sources)
 
-    sub = await bus.subscribe_durable(STREAM_TRAFFIC, "e2e", "voxguard.traffic.v1.>", TrafficTick, on_tick)
+    async def on_traffic(msg: Any, delivery: object) -> None:
+        # per-host ticks arrive in batches (TrafficBatch), component ticks one by one
+        for tick in [msg.tick(i) for i in range(msg.n)] if isinstance(msg, TrafficColumns) else [msg]:
+            await on_tick(tick, delivery)
+
+    def decode(data: bytes) -> Any:
+        return decode_batch(data) if b'"columns"' in data else TrafficTick.model_validate_json(data)
+
+    sub = await bus.subscribe_durable(
+        STREAM_TRAFFIC, "e2e", "voxguard.traffic.v1.>", TrafficTick, on_traffic, decoder=decode
+    )
     await svc.start()
     try:
         port = svc.collector.ports()["netflow" if version == 9 else "ipfix"]

@@ -9,7 +9,8 @@ from pathlib import Path
 from mitigate_helpers import example_config, incident, target_id
 
 from voxguard.mitigate.engine import MitigateService
-from voxguard.mitigate.rtp_peers import KIND, RtpPeerLearner
+from voxguard.mitigate.learned_sources import RTP_PEERS as KIND
+from voxguard.mitigate.learned_sources import rtp_peer_learner
 from voxguard.mitigate.settings import parse_bgp
 from voxguard.shared.bus import Bus
 from voxguard.shared.config import Tier
@@ -30,7 +31,8 @@ def media_tick(sources: list[str], target: str = MEDIA) -> TrafficTick:
 
 
 def test_learner_expires_caps_and_freezes_under_attack() -> None:
-    rl = RtpPeerLearner(ttl=60, per_target=2, max_total=3, min_span=0)
+    rl = rtp_peer_learner(3)
+    rl.ttl, rl.per_target, rl.min_span = 60, 2, 0
     assert rl.on_tick(media_tick(["198.18.5.7", "2001:db8:7::9", "198.18.6.1"]), now=0) == 2  # per-target cap
     assert {str(e.prefix) for e in rl.entries(now=10)} == {"198.18.5.0/24", "2001:db8:7::/64"}
     assert all(e.kind == KIND for e in rl.entries(now=10))
@@ -46,7 +48,8 @@ def test_learner_expires_caps_and_freezes_under_attack() -> None:
 
 def test_only_networks_seen_for_min_span_are_peers() -> None:
     """A flood ramping up before its incident opens must not whitelist its own sources."""
-    rl = RtpPeerLearner(ttl=60, min_span=8)
+    rl = rtp_peer_learner(32)
+    rl.ttl, rl.min_span = 60, 8
     for t in range(5):  # a call's peer, seen over 8 s, and a new source in every tick (spoofed)
         rl.on_tick(media_tick(["198.18.5.7", f"100.64.{t}.1"]), now=2 * t)
     assert {str(e.prefix) for e in rl.entries(now=9)} == {"198.18.5.0/24"}

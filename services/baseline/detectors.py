@@ -77,6 +77,7 @@ CALLS_UP = 1.5  # regional call growth (SBC INVITEs) that counts as a surge of d
 HOLDING_S = 300.0  # call holding time over which demand decays after a surge
 TURN_MIN_EXCESS_PPS = 500.0  # ten relayed calls (50 pkt/s each): less is a busy minute, not abuse
 RTP_MIN_EXCESS_PPS = 1000.0  # twenty RTP streams
+CODEC_MIN_EXCESS_BPS = 500_000.0  # codec_exhaustion: ~20 streams x 50 pkt/s x 500 B more per packet
 RTP_PACKETS_PER_FLOW = 100.0  # a call's RTP flow lasts seconds to minutes at 50 pkt/s: far more packets
 CALL_SHAPED = 2.0  # packets per source within this factor of the usual: the excess looks like more calls
 API_CONN_EPS = 2.0  # an API endpoint's clients reconnect in bursts: below 2 conn/s baseline, use 2
@@ -436,15 +437,21 @@ def rtp_flood(fr: Frame) -> Result:
     # stream's), spoofed sources sending a handful each (far below), or a new flow every few
     # packets. Traffic whose excess keeps the usual packets per source and per flow is more
     # calls, as likely demand as an attack: it must clear twice the ratio.
+    hot &= ~_call_shaped(c, e) | (r > 2.0 * c.ratio * _d(fr))
+    return c.result(hot & mask, active & mask, r, PPS, e)
+
+
+def _call_shaped(c: _Ctx, e_pps: np.ndarray) -> np.ndarray:
+    """Whether the extra media traffic looks like more calls: the usual packets per source, and
+    far more packets than new flows (a call's stream runs for seconds to minutes)."""
+    fr = c.fr
     e_src = np.maximum(np.nan_to_num(fr.expected[:, SRC]), RATE_EPS[SRC])
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_src = (c.wcol(PPS) / np.maximum(c.wcol(SRC), 1.0)) / (np.nan_to_num(e) / e_src)
-        call_shaped = (per_src > 1.0 / CALL_SHAPED) & (per_src < CALL_SHAPED)
-        excess_pps = c.wcol(PPS) - np.nan_to_num(e)
+        per_src = (c.wcol(PPS) / np.maximum(c.wcol(SRC), 1.0)) / (np.nan_to_num(e_pps) / e_src)
+        shaped = (per_src > 1.0 / CALL_SHAPED) & (per_src < CALL_SHAPED)
+        excess_pps = c.wcol(PPS) - np.nan_to_num(e_pps)
         excess_fps = c.wcol(FPS) - np.nan_to_num(fr.expected[:, FPS])
-        call_shaped &= excess_fps * RTP_PACKETS_PER_FLOW < excess_pps
-    hot &= ~call_shaped | (r > 2.0 * c.ratio * _d(fr))
-    return c.result(hot & mask, active & mask, r, PPS, e)
+        return shaped & (excess_fps * RTP_PACKETS_PER_FLOW < excess_pps)
 
 
 def codec_exhaustion(fr: Frame) -> Result:
@@ -462,6 +469,9 @@ def codec_exhaustion(fr: Frame) -> Result:
         # bigger packets, not more of them: a packet flood is rtp_flood's, not a codec shift
         up &= c.win[:, PPS] < 2.0 * np.maximum(np.nan_to_num(fr.expected[:, PPS]), RATE_EPS[PPS])
         enough = c.win[:, PPS] * fr.dt >= 50  # a bytes/packet mean needs packets behind it
+        # a few calls switching codec at night shift a gateway's mean a lot: exhaustion needs the
+        # volume of some twenty big-codec streams on top of the usual bytes
+        enough &= c.win[:, BPS] - np.nan_to_num(fr.expected[:, BPS]) >= CODEC_MIN_EXCESS_BPS
         lg = np.log(c.ratio)
         hot = (shift > lg) & (last_shift > np.log(c.close)) & up & enough & c.enabled & mask
         active = (shift > np.log(c.close)) & enough & c.enabled & mask
@@ -482,9 +492,11 @@ def turn_abuse(fr: Frame) -> Result:
         h_s = known & (r_s > c.ratio * _d(fr)) & (fr.last[:, PPS] / fr.sessions / fr.per_session > c.close) & c.enabled
         h_s &= c.win[:, PPS] * fr.dt >= 50
         a_s = known & (r_s > c.close) & c.enabled
-    # without session counts, demand more extra relay traffic than a handful of calls carry
-    h_p &= (c.win[:, PPS] - np.nan_to_num(e_p)) >= TURN_MIN_EXCESS_PPS
-    h_b &= (c.win[:, PPS] - np.nan_to_num(e_p)) >= TURN_MIN_EXCESS_PPS
+    # without session counts, demand more extra relay traffic than a handful of calls carry, and
+    # twice the ratio when the extra traffic is shaped like relayed calls (see rtp_flood)
+    calls = _call_shaped(c, e_p) & ~(np.nan_to_num(r_p) > 2.0 * c.ratio * _d(fr))
+    h_p &= ((c.win[:, PPS] - np.nan_to_num(e_p)) >= TURN_MIN_EXCESS_PPS) & ~calls
+    h_b &= ((c.win[:, PPS] - np.nan_to_num(e_p)) >= TURN_MIN_EXCESS_PPS) & ~calls
     hot = np.where(known, h_s, h_p | h_b) & mask
     active = np.where(known, a_s, a_p | a_b) & mask
     r = np.where(known, r_s, np.maximum(np.nan_to_num(r_p), np.nan_to_num(r_b)))

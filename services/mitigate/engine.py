@@ -12,11 +12,12 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import orjson
 from fastapi import FastAPI
 from nats.js.api import DeliverPolicy
 from sqlalchemy import Engine
@@ -42,7 +43,16 @@ from voxguard.mitigate.store import ACTIVE, RuleRow, Store
 from voxguard.mitigate.whitelist import IPNetwork, Whitelist, WhitelistEntry
 from voxguard.shared.bus import STREAM_EVENTS, STREAM_TRAFFIC, Bus, Delivery, Subscription
 from voxguard.shared.config import MitigationSettings, Tier, VoxGuardConfig
-from voxguard.shared.messages import IncidentEvent, IncidentView, MitigationEvent, SourceCount, TrafficTick, subject_for
+from voxguard.shared.messages import (
+    IncidentEvent,
+    IncidentView,
+    MitigationEvent,
+    SourceCount,
+    TrafficColumns,
+    TrafficTick,
+    decode_batch,
+    subject_for,
+)
 from voxguard.shared.partition import TRAFFIC_PREFIX
 
 log = logging.getLogger("voxguard.mitigate")
@@ -65,6 +75,15 @@ def traffic_consumers() -> list[tuple[str, str]]:
         out.append((name, f"{TRAFFIC_PREFIX}.{tier.value}"))
         out.append((f"mitigate-traffic-{tier.value}-parts", f"{TRAFFIC_PREFIX}.{tier.value}.*"))
     return out
+
+
+def decode_traffic(data: bytes) -> TrafficTick | TrafficColumns:
+    """A traffic message: a batch of per-host ticks (it has ``columns``) or one TrafficTick;
+    ValueError (the bus terminates and counts the message) when it is neither."""
+    doc = orjson.loads(data)
+    if isinstance(doc, dict) and "columns" in doc:
+        return decode_batch(doc)
+    return TrafficTick.model_validate(doc)
 
 
 class Refused(Exception):
@@ -165,7 +184,13 @@ class MitigateService:
                 policy = DeliverPolicy.ALL if name == DURABLE + "-rtp-peers" else DeliverPolicy.NEW
                 self._traffic_subs.append(
                     await self.bus.subscribe_durable(
-                        STREAM_TRAFFIC, name, subject, TrafficTick, self.on_traffic_tick, deliver_policy=policy
+                        STREAM_TRAFFIC,
+                        name,
+                        subject,
+                        TrafficTick,
+                        self._on_traffic_message,
+                        deliver_policy=policy,
+                        decoder=cast("Callable[[bytes], TrafficTick]", decode_traffic),
                     )
                 )
         self.started = True
@@ -279,6 +304,14 @@ class MitigateService:
             await self._plan(inc, "evidence")
 
     on_media_tick = on_traffic_tick  # the name the media consumer had
+
+    async def _on_traffic_message(self, msg: TrafficTick | TrafficColumns, delivery: Delivery | None = None) -> None:
+        """A component tick, or a batch of per-host ticks (one tick per record)."""
+        if isinstance(msg, TrafficColumns):
+            for i in range(msg.n):
+                await self.on_traffic_tick(msg.tick(i))
+        else:
+            await self.on_traffic_tick(msg)
 
     # -- incidents ------------------------------------------------------------------------
 

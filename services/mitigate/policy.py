@@ -215,8 +215,12 @@ def _country(record: object) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
-    """Networks of top sources in the configured countries; empty without maxminddb or a database."""
+def geoip_networks(incident: IncidentView, bgp: BgpSettings, min_prefix: tuple[int, int] = (24, 64)) -> list[IPNetwork]:
+    """Networks of top sources in the configured countries; empty without maxminddb or a database.
+
+    A country's block is usually far wider than the rails let a rule be (``min_prefix`` for IPv4,
+    IPv6): the network is then the source's own block of that size, so the rule passes the rails
+    instead of being refused, and stays as surgical as any other."""
     if bgp.geoip is None or not bgp.geoip.rate_limit_countries:
         return []
     try:
@@ -239,7 +243,9 @@ def geoip_networks(incident: IncidentView, bgp: BgpSettings) -> list[IPNetwork]:
                 continue
             country = _country(rec)
             if country and country.upper() in wanted:
-                net = ipaddress.ip_network(f"{s.source.split('/')[0]}/{plen}", strict=False)
+                addr = s.source.split("/")[0]
+                floor = min_prefix[0] if ":" not in addr else min_prefix[1]
+                net = ipaddress.ip_network(f"{addr}/{max(plen, floor)}", strict=False)
                 if net not in out:
                     out.append(net)
     return out
@@ -291,7 +297,8 @@ def plan_incident(
         elif book == "tdos":
             prefixes = incident.top_prefixes or _aggregate(incident.top_sources)
             top = [n for n in _networks(prefixes, limit, confirmed, held) if n.version == dest.version]
-            geo = [n for n in geoip_networks(incident, bgp) if n.version == dest.version and n not in top]
+            floors = (policy.min_prefix_length_v4, policy.min_prefix_length_v6)
+            geo = [n for n in geoip_networks(incident, bgp, floors) if n.version == dest.version and n not in top]
             # the geographic filter gets up to half of the per-incident budget: appended after a
             # full set of top networks, the max_rules_per_incident rail would always reject it
             nets = top[: limit - min(len(geo), limit // 2)]

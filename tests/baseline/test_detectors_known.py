@@ -171,6 +171,27 @@ def test_rtp_flood_needs_a_flood_shape_or_twice_the_ratio() -> None:
     assert hot(frame(rows), "rtp_flood") == [False, True, True, True]
 
 
+def test_relay_traffic_shaped_like_calls_is_not_turn_abuse_at_the_ratio() -> None:
+    """Without pushed session counts, a relay that carries twenty more calls at night is not
+    abused at 4.5x; a pump from a few allocations (far more packets per source) is."""
+    night = {"packets": 300, "bytes": 60_000, "flows": 0.2, "distinct_sources": 6}
+    calls = scaled(night, packets=4.5, bytes=4.5, distinct_sources=4.2, flows=3)
+    pump = scaled(night, packets=4.5, bytes=4.5, distinct_sources=1.0)
+    rows = [{"tier": "turn", "role": "relay", "expected": night, "observed": o} for o in (calls, pump)]
+    assert hot(frame(rows), "turn_abuse") == [False, True]
+
+
+def test_codec_shift_needs_the_volume_of_many_streams() -> None:
+    """Three night calls switching to a wideband codec shift a gateway's bytes per packet by half:
+    no exhaustion. The same shift over the busy aggregate is."""
+    small = {"packets": 150, "bytes": 30_000, "flows": 0.1, "distinct_sources": 3}
+    rows = [
+        {"tier": "media", "role": "media", "expected": small, "observed": scaled(small, bytes=1.6)},
+        {"tier": "media", "role": "media", "expected": MEDIA, "observed": scaled(MEDIA, bytes=1.6)},
+    ]
+    assert hot(frame(rows), "codec_exhaustion") == [False, True]
+
+
 def test_dispersion_widens_the_noise_of_clustered_counts() -> None:
     """INVITEs counted in pairs (or scaled up from 1:N sampling) scatter more than Poisson: the same
     burst is significant for independent events and noise for a count with dispersion 4."""

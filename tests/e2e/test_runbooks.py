@@ -463,12 +463,13 @@ def test_tdos_on_the_emergency_trunk(lab: Lab) -> None:
         assert all(m["action"] == "rate_limit" and m["rate_bps"] == rate for m in rules), rules
         rib = routes_to(lab.gobgp.rib(), dest)
         assert all(f"rate: {rate}" in attrs for attrs in rib.values()), rib
+
         limited = [ipaddress.ip_network(s) for m in rules for s in m["match"]["sources"]]
         assert {str(n) for n in limited} <= set(lab.tdos.attack_prefixes), "a rule limits a non-attacker network"
-        tops = {n for t in top5_per_event(lab.stack.get(f"/v1/incidents/{inc['id']}")) for n in t}
+        # a bot army over hundreds of /24s rarely gives one network the evidence a top-network rule
+        # needs, so the rules come from the geographic filter: networks in the filtered country
         with maxminddb.open_database(str(lab.geoip)) as geo:
-            by_geo = [n for n in limited if str(n) not in tops]
-            assert by_geo, f"no GeoIP rule beyond the top networks {sorted(tops)}: {limited}"
+            by_geo = limited
             for n in by_geo:
                 rec: Any = geo.get(str(n.network_address))
                 assert isinstance(rec, dict) and rec["country"]["iso_code"] == GEO_COUNTRY, (n, rec)

@@ -43,3 +43,16 @@ def test_geoip_is_skipped_without_countries_or_with_a_bad_database(tmp_path: Pat
     bad.write_bytes(b"not a database")
     broken = parse_bgp({"geoip": {"database": str(bad), "rate_limit_countries": ["XX"]}})
     assert geoip_networks(ev.incident, broken) == []  # a broken database is a warning, not a crash
+
+
+def test_a_wide_country_block_gives_rules_the_rails_accept(geo_db: Path) -> None:
+    """Rate-limiting FR: the database's block is a /16, wider than the rails' /24 minimum, so each
+    top source's own /24 is limited (a /16 rule would be refused and nothing would happen)."""
+    bgp = parse_bgp({"geoip": {"database": str(geo_db), "rate_limit_countries": ["FR"]}})
+    ev = incident(CFG, vectors=("tdos",), top_sources=["100.64.3.3", "100.64.9.1", "198.51.77.5"],
+                  top_prefixes=["198.51.77.0/24"])  # fmt: skip
+    assert [str(n) for n in geoip_networks(ev.incident, bgp)] == ["100.64.3.0/24", "100.64.9.0/24"]
+    assert [str(n) for n in geoip_networks(ev.incident, bgp, (16, 48))] == ["100.64.0.0/16"]
+    plan = plan_incident(ev.incident, CFG, bgp)
+    srcs = {str(s) for c in plan.candidates for s in c.sources}
+    assert {"100.64.3.0/24", "100.64.9.0/24"} <= srcs and "100.64.0.0/16" not in srcs

@@ -260,3 +260,27 @@ async def test_a_partly_whitelisted_top_network_needs_evidence_too(tmp_path: Pat
     finally:
         await svc.stop()
         engine.dispose()
+
+
+async def test_per_host_batches_reach_the_learner(tmp_path: Path, bus: Bus, sqlite_url: str) -> None:
+    """Per-host ticks travel as batches (TrafficBatch): each record is a tick for the learners."""
+    import orjson
+
+    from voxguard.shared.messages import ticks_to_batch
+
+    engine = make_engine(sqlite_url)
+    svc = MitigateService(CFG, bus, engine, tmp_path / "var", bgp=parse_bgp({}), consume=True)
+    await svc.start()
+    try:
+        host_tick = sbc_tick(["198.18.9.0/24"]).model_copy(update={"host": "203.0.113.10"})
+        doc = ticks_to_batch([host_tick.model_dump(mode="json")])
+        subj = traffic_subject("sbc", host_tick.target_id, host="203.0.113.10", shards=4)
+        sent = await bus.publish_raw_many([(subj, orjson.dumps(doc), str(doc["id"]))])
+        assert sent == 1
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not svc.endpoints.networks():
+            await asyncio.sleep(0.1)
+        assert {str(n) for n in svc.endpoints.networks()} == {"198.18.9.0/24"}
+    finally:
+        await svc.stop()
+        engine.dispose()

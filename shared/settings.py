@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # Partitions of the per-host targets across baseline workers (1 = one worker takes all);
     # ingest and baseline must agree, so set it once for both (see shared/partition.py).
     baseline_shards: int = Field(default=1, ge=1, le=1024, validation_alias="VOXGUARD_BASELINE_SHARDS")
+    # How long (in ticks) the detection engine waits for a tick's late messages before deciding it:
+    # the floor of the tick-to-incident latency; lower it on a fast, lightly loaded bus.
+    baseline_grace_ticks: float = Field(default=2.0, ge=0.2, le=10.0, validation_alias="VOXGUARD_BASELINE_GRACE_TICKS")
     # Prefix of stream names and subjects, so two deployments can share one nats-server.
     nats_namespace: str = Field(
         default="", pattern=r"^[A-Za-z0-9_-]{0,32}$", validation_alias="VOXGUARD_NATS_NAMESPACE"

@@ -107,11 +107,11 @@ class EngineLike(Protocol):
     def import_state(self, data: bytes) -> None: ...
 
 
-def default_engine(config: VoxGuardConfig) -> EngineLike:
+def default_engine(config: VoxGuardConfig, grace_ticks: float = 2.0) -> EngineLike:
     """The real detection engine for this config."""
     from voxguard.baseline.engine import DetectionEngine
 
-    engine: EngineLike = DetectionEngine(config, tick_seconds=config.ingest.tick_seconds)
+    engine: EngineLike = DetectionEngine(config, tick_seconds=config.ingest.tick_seconds, grace_ticks=grace_ticks)
     return engine
 
 
@@ -202,7 +202,7 @@ class BaselineService:
     @property
     def engine(self) -> EngineLike:
         if self._engine is None:
-            self._engine = default_engine(self.ctx.config)
+            self._engine = default_engine(self.ctx.config, self.ctx.settings.baseline_grace_ticks)
         return self._engine
 
     # -- lifecycle ------------------------------------------------------------------------

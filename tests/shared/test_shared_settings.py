@@ -96,3 +96,18 @@ def test_invalid_values_are_refused_naming_the_variable(monkeypatch: pytest.Monk
     monkeypatch.setenv("VOXGUARD_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="VOXGUARD_LOG_FORMAT"):
         Settings()
+
+
+def test_baseline_grace_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from voxguard.baseline.engine import DetectionEngine
+    from voxguard.baseline.service import default_engine
+    from voxguard.shared.config import example_config_path, load_config
+
+    monkeypatch.setenv("VOXGUARD_BASELINE_GRACE_TICKS", "1")
+    s = Settings()
+    assert s.baseline_grace_ticks == 1.0
+    engine = default_engine(load_config(example_config_path()), s.baseline_grace_ticks)
+    assert isinstance(engine, DetectionEngine) and engine.grace == 1.0
+    monkeypatch.setenv("VOXGUARD_BASELINE_GRACE_TICKS", "0")
+    with pytest.raises(ValueError):
+        Settings()

@@ -64,7 +64,8 @@ CATALOGUE: dict[str, dict[str, float]] = {
     "tdos": {"ratio": 3.0},
 }
 Z = 4.0  # noise multiple of the significance test (event counts)
-Z_EVENTS = 3.5  # ... of few events on the square-root scale (a new incident on few events also waits a tick)
+Z_EVENTS = 4.0  # ... of few events on the square-root scale (a new incident on few events also waits a tick)
+Z_EVENTS_SHAPED = 3.5  # ... for vectors with their own shape test (SHAPED): the shape is evidence too
 Z_VOLUME = 5.0  # ... and of volumes, whose session-driven scatter has heavier tails
 VOLUME = frozenset({PPS, BPS, LL, SRC})
 CLOSE = 0.6  # the close (resolve) threshold is this share of the open ratio (hysteresis), at least 1.2
@@ -231,6 +232,7 @@ class _Ctx:
 
     def __init__(self, fr: Frame, vector: str):
         self.fr = fr
+        self.z_events = Z_EVENTS_SHAPED if vector in SHAPED else Z_EVENTS
         v = V_INDEX[vector]
         t = fr.tier
         self.ratio = fr.th.ratio[t, v]
@@ -282,7 +284,7 @@ class _Ctx:
                 sd, z = np.maximum(poisson, spr * np.sqrt(self.hold)), Z
                 q, qe = np.maximum(s, 0.0) / disp, np.maximum(se, 0.0) / disp
                 anscombe = 2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))
-                sig = (anscombe > Z_EVENTS) & (excess > COUNT_FLOOR[m])
+                sig = (anscombe > self.z_events) & (excess > COUNT_FLOOR[m])
             sig_close = excess > 2.0 * sd + COUNT_FLOOR[m] / 2
             last_ok = fr.col("x", m) / eb > self.close
             hot = (r > r_open) & sig & last_ok & (xm >= self.min_rate) & self.enabled

@@ -269,7 +269,7 @@ def test_two_workers_split_targets_and_fail_over(tmp_path: Path, nats_url: str, 
         assert victim_parts <= set(shards(survivor)["owned"])
         assert sbc_id in owned_targets(survivor)
         stored_ids = {t.id for t in store.targets()}
-        _until("the survivor decides for every target", lambda: stored_ids <= owned_targets(survivor), 8, procs,
+        _until("the survivor decides for every target", lambda: stored_ids <= owned_targets(survivor), 20, procs,
                note=lambda: sorted(stored_ids - owned_targets(survivor)))  # fmt: skip
 
         def resolved() -> IncidentEvent | None:

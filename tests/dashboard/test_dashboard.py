@@ -203,6 +203,14 @@ def test_attack_shows_up_and_an_operator_withdraws_its_rule(tmp_path: Path, need
                     has=page.locator("button.withdraw")
                 )
                 rule.first.wait_for(timeout=20_000)
+                # rules follow the evidence: wait for a second one, so withdrawing one can be seen
+                # to leave the other alone
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    rows = api.get("/v1/mitigations", params={"incident_id": inc_id}).json()
+                    if sum(m["state"] in ACTIVE_RULE for m in rows) >= 2:
+                        break
+                    time.sleep(0.5)
                 rule_id = rule.first.get_attribute("data-id")
                 assert "ago" not in (rule.first.locator("td").nth(5).text_content() or "")  # expiry is ahead
                 assert api.get(f"/v1/mitigations/{rule_id}").json()["state"] in ACTIVE_RULE
@@ -217,8 +225,9 @@ def test_attack_shows_up_and_an_operator_withdraws_its_rule(tmp_path: Path, need
                 page.locator(f"#mitigations tbody tr[data-id='{rule_id}']").wait_for(state="detached", timeout=10_000)
                 withdrawn = {m["id"]: m for m in api.get("/v1/mitigations", params={"state": "withdrawn"}).json()}
                 assert rule_id in withdrawn and "noc-operator" in (withdrawn[rule_id]["reason"] or "")
-                others = api.get("/v1/mitigations", params={"incident_id": inc_id}).json()
-                assert any(m["state"] in ACTIVE_RULE for m in others if m["id"] != rule_id)  # only that one
+                before = {m["id"] for m in rows if m["state"] in ACTIVE_RULE and m["id"] != rule_id}
+                others = {m["id"]: m for m in api.get("/v1/mitigations", params={"incident_id": inc_id}).json()}
+                assert before and all(others[i]["state"] in ACTIVE_RULE for i in before)  # only that one
                 page.screenshot(path=str(tmp_path / "withdrawn.png"), full_page=True)
                 browser.close()
         finally:

@@ -91,6 +91,7 @@ class _Seen:
     told: set[str] = field(default_factory=set)  # incidents narrated (the others are summarised)
     hosts: dict[tuple[str, str], int] = field(default_factory=dict)  # (component, vectors) -> host incidents
     rules_told: dict[str, int] = field(default_factory=dict)  # incident id -> rules narrated
+    rules_named: set[str] = field(default_factory=set)  # mitigation ids narrated
 
 
 RULES_PER_INCIDENT = 3  # rules narrated per incident; the rest are counted
@@ -272,10 +273,11 @@ def _narrate(console: Console, base: str, key: str, sim: subprocess.Popen[bytes]
             if old is None:
                 told = seen.rules_told.get(inc_id, 0)
                 seen.rules_told[inc_id] = told + 1
-                if told >= RULES_PER_INCIDENT:
-                    continue  # summarised in the report
-            elif inc_id and seen.rules_told.get(inc_id, 0) > RULES_PER_INCIDENT and state != "withdrawn":
-                continue
+                if told >= RULES_PER_INCIDENT or "whitelist" in reason:
+                    continue  # summarised in the report (accept guards and spared networks too)
+                seen.rules_named.add(m["id"])
+            elif m["id"] not in seen.rules_named:
+                continue  # only the rules that were narrated are followed
             verb = {
                 "announced": "[bold yellow]ANNOUNCED[/]",
                 "withdrawn": "[cyan]WITHDRAWN[/]",
@@ -315,7 +317,7 @@ def _report(console: Console, seen: _Seen, base: str) -> None:
             inc.get("state", "-") if inc else "-",
         )
     console.print(table)
-    narrated = sum(min(n, RULES_PER_INCIDENT) for n in seen.rules_told.values())
+    narrated = len(seen.rules_named)
     console.print(
         f"{len(seen.mitigations) - narrated - seen.held_back} further rules not narrated; "
         f"{seen.held_back} candidate rules held back by the max-rules-per-incident rail; "

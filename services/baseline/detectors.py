@@ -282,9 +282,7 @@ class _Ctx:
                 # usual is 4.7 sigma, yet happens daily), so test the count of clusters on the
                 # square-root scale that makes Poisson noise unit-sized (Anscombe)
                 sd, z = np.maximum(poisson, spr * np.sqrt(self.hold)), Z
-                q, qe = np.maximum(s, 0.0) / disp, np.maximum(se, 0.0) / disp
-                anscombe = 2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))
-                sig = (anscombe > self.z_events) & (excess > COUNT_FLOOR[m])
+                sig = (anscombe_z(s, se, disp) > self.z_events) & (excess > COUNT_FLOOR[m])
             sig_close = excess > 2.0 * sd + COUNT_FLOOR[m] / 2
             last_ok = fr.col("x", m) / eb > self.close
             hot = (r > r_open) & sig & last_ok & (xm >= self.min_rate) & self.enabled
@@ -604,6 +602,13 @@ def _demand(fr: Frame, media_r: np.ndarray) -> np.ndarray:
         return np.where(np.isfinite(d) & (d > 1.0), d, 1.0)
 
 
+def anscombe_z(count: np.ndarray, expected: np.ndarray, disp: np.ndarray) -> np.ndarray:
+    """How far ``count`` is above ``expected`` in units of counting noise, on the square-root scale
+    (Anscombe) where Poisson noise is unit-sized whatever the mean; counts of clusters of ``disp``."""
+    q, qe = np.maximum(count, 0.0) / disp, np.maximum(expected, 0.0) / disp
+    return 2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))
+
+
 def _significant(fr: Frame, m: int) -> np.ndarray:
     """Whether metric ``m``'s window (longest hold) is above the baseline beyond counting noise
     (its dispersion included), on the square-root scale as the event detectors test it."""
@@ -613,8 +618,7 @@ def _significant(fr: Frame, m: int) -> np.ndarray:
     disp = np.ones(fr.n, np.float32) if fr.disp is None else np.maximum(fr.disp[:, m], 1.0)
     span = hold * fr.dt
     with np.errstate(invalid="ignore"):
-        q, qe = np.maximum(win * span, 0.0) / disp, e * span / disp
-        return np.nan_to_num(2.0 * (np.sqrt(q + 0.375) - np.sqrt(qe + 0.375))) > Z_EVENTS
+        return np.nan_to_num(anscombe_z(win * span, e * span, disp)) > Z_EVENTS
 
 
 def _ext_sip(fr: Frame) -> np.ndarray:

@@ -15,10 +15,7 @@ nothing detected for its targets until it reports again.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from voxguard.baseline import arrayzip
 from voxguard.baseline import detectors as det
 from voxguard.baseline.incidents import Finding, Incident, IncidentBook
 from voxguard.baseline.profile import (
@@ -637,14 +635,7 @@ class DetectionEngine:
             "tier_seen": self.tier_seen.tolist(),
             "stats": self.stats.__dict__,
         }
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("engine.json", json.dumps(doc, default=str))
-            for name, arr in arrays.items():
-                b = io.BytesIO()
-                np.save(b, np.ascontiguousarray(arr), allow_pickle=False)
-                zf.writestr(f"{name}.npy", b.getvalue())
-        return buf.getvalue()
+        return arrayzip.pack("engine.json", doc, arrays)
 
     def import_state(self, data: bytes) -> None:
         """Replace the engine's state with an exported one; ValueError (engine unchanged) if the bytes
@@ -706,25 +697,10 @@ class DetectionEngine:
 
 
 def _read_state(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError("state must be bytes")
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
-    except zipfile.BadZipFile:
-        raise ValueError("not an engine state (not a zip archive)") from None
-    with zf:
-        names = set(zf.namelist())
-        if "engine.json" not in names:
-            raise ValueError("not an engine state (engine.json missing)")
-        doc = json.loads(zf.read("engine.json"))
-        if not isinstance(doc, dict) or doc.get("magic") != STATE_MAGIC:
-            raise ValueError("not an engine state (wrong magic)")
-        if doc.get("version") != STATE_VERSION:
-            got = doc.get("version")
-            raise ValueError(f"state version {got!r} is not supported (this build reads {STATE_VERSION})")
-        arrays = {}
-        for name in names - {"engine.json"}:
-            arrays[name.removesuffix(".npy")] = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
+    doc, arrays = arrayzip.unpack(data, "engine.json", STATE_MAGIC, "an engine state")
+    if doc.get("version") != STATE_VERSION:
+        got = doc.get("version")
+        raise ValueError(f"state version {got!r} is not supported (this build reads {STATE_VERSION})")
     return doc, arrays
 
 

@@ -11,14 +11,12 @@ targets, which every worker learns for context) keeps whichever copy has learned
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from voxguard.baseline import arrayzip
 from voxguard.baseline.engine import DetectionEngine
 from voxguard.baseline.incidents import Incident
 from voxguard.baseline.profile import ProfileBank
@@ -43,14 +41,7 @@ def export_rows(engine: DetectionEngine, owns: Callable[[str], bool]) -> bytes:
         arrays[name] = getattr(engine, name)[rows]
     doc = {"magic": ROWS_MAGIC, "version": ROWS_VERSION, "site": engine.config.site,
            "targets": [engine.meta[r] for r in sel]}  # fmt: skip
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("rows.json", json.dumps(doc, default=str))
-        for name, arr in arrays.items():
-            b = io.BytesIO()
-            np.save(b, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(f"{name}.npy", b.getvalue())
-    return buf.getvalue()
+    return arrayzip.pack("rows.json", doc, arrays)
 
 
 def import_rows(engine: DetectionEngine, data: bytes) -> int:
@@ -121,24 +112,11 @@ def drop_incidents(engine: DetectionEngine, owns: Callable[[str], bool]) -> list
 
 
 def _read(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(bytes(data)))
-    except zipfile.BadZipFile:
-        raise ValueError("not a shard rows export (not a zip archive)") from None
-    with zf:
-        names = set(zf.namelist())
-        if "rows.json" not in names:
-            raise ValueError("not a shard rows export (rows.json missing)")
-        doc = json.loads(zf.read("rows.json"))
-        if not isinstance(doc, dict) or doc.get("magic") != ROWS_MAGIC:
-            raise ValueError("not a shard rows export (wrong magic)")
-        if doc.get("version") != ROWS_VERSION:
-            raise ValueError(f"shard rows version {doc.get('version')!r} is not supported")
-        if not isinstance(doc.get("targets"), list):
-            raise ValueError("shard rows: targets missing")
-        arrays = {
-            n.removesuffix(".npy"): np.load(io.BytesIO(zf.read(n)), allow_pickle=False) for n in names - {"rows.json"}
-        }
+    doc, arrays = arrayzip.unpack(data, "rows.json", ROWS_MAGIC, "a shard rows export")
+    if doc.get("version") != ROWS_VERSION:
+        raise ValueError(f"shard rows version {doc.get('version')!r} is not supported")
+    if not isinstance(doc.get("targets"), list):
+        raise ValueError("shard rows: targets missing")
     return doc, arrays
 
 

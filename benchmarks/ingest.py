@@ -1,6 +1,7 @@
 """Collector throughput, side by side with nfcapd: prints figures, asserts nothing.
 
 usage: .venv/bin/python benchmarks/ingest.py [--rate RECORDS_PER_S ...] [--seconds S] [--no-nfcapd]
+       .venv/bin/python benchmarks/ingest.py --tick-close [--hosts 10000,100000] [--shards 1]
 
 1. pipeline: decode + classify + aggregate of dense NetFlow v9 datagrams, no sockets (one core).
 2. collector: the real thing on loopback - UDP receive thread, decode, classify, aggregate, and
@@ -8,6 +9,8 @@ usage: .venv/bin/python benchmarks/ingest.py [--rate RECORDS_PER_S ...] [--secon
    to CPU 1 replays the datagrams at a fixed record rate for a fixed time. Loss is what the
    pipeline did not receive of what was sent (kernel receive-buffer drops included).
 3. nfcapd (nfdump 1.7, Debian) on the same port, CPU and replay: records written to its file.
+4. tick close (``--tick-close``): the collector's work to close one tick of 10,000 and 100,000
+   active per-host targets and encode it for NATS (``Pipeline.flush`` + ``encode_traffic``).
 
 Traffic is addressed to 127.0.0.1 only and every run stops by itself.
 """
@@ -27,17 +30,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from voxguard.ingest.closedtick import ClosedTick
 from voxguard.ingest.collector import Collector
 from voxguard.ingest.decode.flows import addr_to_halves, empty_flows
 from voxguard.ingest.encode.netflow import NetflowV9Encoder
 from voxguard.ingest.metrics import IngestMetrics
 from voxguard.ingest.pipeline import Pipeline
-from voxguard.ingest.service import encode_ticks
+from voxguard.ingest.service import BATCH_MARGIN, encode_traffic
 from voxguard.shared.bus import Bus
 from voxguard.shared.config import VoxGuardConfig, example_config_path, load_config
 from voxguard.shared.natsserver import NatsServer, port_open
@@ -156,6 +159,70 @@ def bench_memory(n_hosts: int = 100_000, n_templates: int = 100_000) -> None:
     )
 
 
+def host_flows(n_hosts: int, per_host: int = 3, seed: int = 2) -> np.ndarray:
+    """RTP to ``n_hosts`` media hosts (10.0.0.0/14), ``per_host`` flows each from a pool of sources."""
+    from voxguard.ingest.decode.flows import v4_to_lo
+
+    rng = np.random.default_rng(seed)
+    n = n_hosts * per_host
+    f = empty_flows(n)
+    f["dst_lo"] = v4_to_lo(np.repeat(np.arange(n_hosts, dtype=np.uint64), per_host) + np.uint64(10 << 24))
+    f["src_lo"] = v4_to_lo(
+        rng.integers(0x0B000000, 0xDF000000, size=20_000, dtype=np.uint64)[rng.integers(0, 20_000, n)]
+    )
+    f["proto"], f["dst_port"] = 17, rng.integers(10_000, 20_001, n)
+    f["packets"] = rng.integers(1, 500, n)
+    f["bytes"] = f["packets"] * rng.integers(60, 1400, n)
+    f["sampling"] = rng.choice([1, 1, 1, 100], n)
+    return f
+
+
+def tick_close_pipeline(n_hosts: int) -> Pipeline:
+    """A collector whose one media component holds ``n_hosts`` per-host targets, all reported."""
+    from voxguard.shared.config import parse_config
+
+    cfg = parse_config(
+        {
+            "exporters": [{"name": "e", "address": "127.0.0.1"}],
+            "ingest": {"max_host_targets": n_hosts, "max_host_ticks": n_hosts},
+            "tiers": {
+                "media": {
+                    "exporters": ["e"],
+                    "components": [{"name": "big", "addresses": ["10.0.0.0/14"]}],
+                    "monitors": [{"protocol": "udp", "ports": "10000-20000"}],
+                }
+            },
+        }
+    )
+    return Pipeline(cfg, metrics=IngestMetrics(CollectorRegistry()))
+
+
+def bench_tick_close(n_hosts: int, shards: int, repeats: int = 3) -> None:
+    """Flush + encode of one tick with ``n_hosts`` per-host targets active (best of ``repeats``)."""
+    pipe = tick_close_pipeline(n_hosts)
+    flows = host_flows(n_hosts)
+    exp = np.zeros(len(flows), dtype=np.int64)
+    limit = int(1024 * 1024 * BATCH_MARGIN)
+    start = float(int(time.time()))
+    best = (float("inf"), 0.0, 0.0, 0, 0, 0)
+    for k in range(repeats + 1):
+        c = pipe.table.classify(flows, exp)
+        pipe.aggregator.add(flows, c.rows, c.targets, exp)
+        t0 = time.perf_counter()
+        ticks = pipe.flush(start + k)
+        t1 = time.perf_counter()
+        items = encode_traffic(ticks, shards, limit)
+        t2 = time.perf_counter()
+        if k and t2 - t0 < best[0]:  # tick 0 is the targets' first sight
+            best = (t2 - t0, t1 - t0, t2 - t1, len(ticks), len(items), sum(len(d) for _, d, _ in items))
+    total, flush_s, enc_s, records, messages, size = best
+    print(
+        f"tick close, {n_hosts:,} active host targets (shards {shards}): flush {1e3 * flush_s:.0f} ms + "
+        f"encode {1e3 * enc_s:.0f} ms = {1e3 * total:.0f} ms; {records:,} records in {messages} messages, "
+        f"{size / 1e6:.1f} MB"
+    )
+
+
 def sender_main(args: argparse.Namespace) -> None:
     """Child process: replay the datagram pool at a record rate for a duration, then report."""
     os.sched_setaffinity(0, {1})
@@ -226,13 +293,13 @@ async def bench_collector(cfg: VoxGuardConfig, rate: float, seconds: float, nats
     loop = asyncio.get_running_loop()
     published = 0
 
-    async def publish(ticks: list[dict[str, Any]]) -> None:
+    async def publish(ticks: ClosedTick) -> None:
         nonlocal published
-        published += await bus.publish_raw_many(encode_ticks(ticks))
+        published += await bus.publish_raw_many(encode_traffic(ticks))
 
     pending: set[asyncio.Future[None]] = set()
 
-    def sink(ticks: list[dict[str, Any]]) -> None:
+    def sink(ticks: ClosedTick) -> None:
         fut = asyncio.run_coroutine_threadsafe(publish(ticks), loop)
         pending.add(fut)  # type: ignore[arg-type]
 
@@ -317,6 +384,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-nfcapd", action="store_true")
     ap.add_argument("--memory", action="store_true", help="only the memory figures")
+    ap.add_argument("--tick-close", action="store_true", help="only the tick close (flush + encode) figures")
+    ap.add_argument("--hosts", default="10000,100000", help="active host targets for --tick-close")
+    ap.add_argument("--shards", type=int, default=1, help="baseline partitions for --tick-close")
     ap.add_argument("--send", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=PORT, help=argparse.SUPPRESS)
     ap.add_argument("--pool", type=int, default=200_000, help=argparse.SUPPRESS)
@@ -327,6 +397,10 @@ def main() -> None:
         return
     if args.memory:
         bench_memory()
+        return
+    if args.tick_close:
+        for n in args.hosts.split(","):
+            bench_tick_close(int(n), args.shards)
         return
     cfg = load_config(example_config_path())
     cfg = cfg.model_copy(

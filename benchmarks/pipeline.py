@@ -1,11 +1,12 @@
 """The path from a published traffic tick to an incident event, at 10,000 and 100,000 host targets.
 
 A real nats-server (from the wheel) and the real ``BaselineService`` (SQLite storage) run in this
-process; a publisher process plays the collector: each tick it renders N per-host media ticks
-(``TrafficTick``-shaped dicts, as ``TickAggregator.flush``), encodes them as the ingest service
-does (``encode_traffic``: ``TrafficBatch`` messages under the max payload) and publishes them.
-Every target has a learned baseline (set as ``benchmarks/detect.py`` does); after a few normal
-ticks 0.1 % of the targets (at least 5) are flooded (20x packets and bytes, many sources).
+process; a publisher process plays the collector: each tick it encodes N per-host media ticks from
+columns with the collector's encoder (``batches.encode_batches``: packed ``TrafficBatch``
+messages under the max payload) and publishes them as one burst with the tick manifest headers
+(``shared.tickmanifest``), as the ingest service does. Every target has a learned baseline (set
+as ``benchmarks/detect.py`` does); after a few normal ticks 0.1 % of the targets (at least 5)
+are flooded (20x packets and bytes, many sources).
 
 Per size it prints, per tick: encode and publish time (publisher), how long after the publish
 started the consumer had observed every record of the tick, the detection step (``advance``)
@@ -14,9 +15,11 @@ time, and for the attack: the latency from the publish of the tick that opened e
 the first attack tick. CPU seconds of the baseline process, the publisher and nats-server.
 
     .venv/bin/python benchmarks/pipeline.py [--sizes 10000,100000] [--normal 6] [--attack 6] [--grace 2]
+                                            [--no-manifest]
 
-``--grace`` is the engine's wait for late ticks (in ticks, default 2 as in the service): a tick is
-decided once that long has passed after its start, so it bounds the latency from below.
+A tick is decided as soon as the manifests say it is complete; ``--grace`` (in ticks, default 2
+as in the service) is the engine's wait for ticks that are not (``--no-manifest``: every tick),
+and then bounds the latency from below.
 """
 
 from __future__ import annotations
@@ -79,65 +82,58 @@ def _tick_dicts(
     return out
 
 
-def publisher(url: str, ns: str, n: int, ticks: int, attack_from: int, start_at: float, out: Any) -> None:
+def publisher(url: str, ns: str, n: int, ticks: int, attack_from: int, start_at: float, manifest: bool, out: Any
+              ) -> None:  # fmt: skip
     """Publish ``ticks`` ticks of ``n`` host targets from ``start_at`` on; report timings on ``out``.
 
-    The collector's own encoder (``encode_traffic`` over the flush's dicts) is timed once; per tick
-    the same batches are re-filled with the tick's counts from numpy and encoded with orjson, so
-    the publisher keeps the 1 s pace at 100,000 targets on a shared machine."""
-    import orjson
-
-    from voxguard.ingest.service import encode_traffic
+    Per tick the per-host columns (numbers as numpy arrays, text built once) are encoded with the
+    collector's encoder (``batches.encode_batches``: packed batches under the max payload) and
+    published as one burst carrying the tick manifest (``--no-manifest``: without it, so the
+    consumer waits for its grace)."""
+    from voxguard.shared.batches import batch_subject, encode_batches, ticks_to_columns
     from voxguard.shared.bus import Bus
+    from voxguard.shared.tickmanifest import manifest_headers
 
     metas = _metas(n)
     base = _base(n)
     attacked_ix = attacked_targets(n)
+    attacked = np.array(sorted(attacked_ix))
     rng = np.random.default_rng(1)
+    producer = f"bench-{os.getpid()}"
 
     async def run() -> None:
         bus = Bus(url, name="bench-publisher", namespace=ns)
         await bus.connect()
         limit = int(min(bus.nc.max_payload, 1024 * 1024) * 0.85)
         pk0 = np.maximum(1, base).astype(np.int64).tolist()
-        t = time.perf_counter()
-        dicts = _tick_dicts(metas, pk0, 0, datetime.now(UTC).isoformat(), attacked_ix)
-        t_render = time.perf_counter() - t
-        t = time.perf_counter()
-        items = encode_traffic(dicts, 1, limit)
-        t_enc = time.perf_counter() - t
-        out.put(("collector", t_render, t_enc, len(items), sum(len(d) for _, d, _ in items)))
-        docs = [orjson.loads(d) for _, d, _ in items]
-        spans = np.cumsum([0] + [d["count"] for d in docs])
+        cols: dict[str, Any] = ticks_to_columns(_tick_dicts(metas, pk0, 0, "", set()))
+        normal_src = list(cols["top_sources"])
         attack_src = ";".join(f"{a} 1000 17000" for a in T_ATTACKERS)
+        subject = batch_subject("media")
         for k in range(ticks):
             tick_start = start_at + k
             await asyncio.sleep(max(0.0, tick_start + 1.0 - time.time()))  # the tick closes, then publish
             t0 = time.time()
             pk = np.maximum(1, base * rng.normal(1.0, 0.05, n)).astype(np.int64)
             attack = k >= attack_from
+            distinct = np.full(n, 3, np.int64)
+            tops = normal_src
             if attack:
-                pk[list(attacked_ix)] *= 20
+                pk[attacked] *= 20
+                distinct[attacked] = len(T_ATTACKERS)
+                tops = list(normal_src)
+                for i in attacked_ix:
+                    tops[i] = attack_src
+            hist = np.zeros((n, 6), np.int64)
+            hist[:, 1] = pk
+            cols.update(packets=pk, bytes=pk * 172, flows=np.maximum(1, pk // 50), flow_records=pk // 50,
+                        distinct_sources=distinct, size_histogram=hist, top_sources=tops)  # fmt: skip
             ts = datetime.fromtimestamp(tick_start, UTC).isoformat()
-            cols = {"packets": pk, "bytes": pk * 172, "flows": np.maximum(1, pk // 50), "flow_records": pk // 50}
-            now = datetime.now(UTC).isoformat()
-            payloads = []
-            for b, doc in enumerate(docs):
-                lo, hi = int(spans[b]), int(spans[b + 1])
-                doc["id"] = f"{k:04d}-{b:05d}-{n}"
-                doc["ts"], doc["tick_start"] = now, ts
-                c = doc["columns"]
-                for name, arr in cols.items():
-                    c[name] = arr[lo:hi].tolist()
-                c["size_histogram"] = [[0, p, 0, 0, 0, 0] for p in c["packets"]]
-                if attack:
-                    for i in attacked_ix:
-                        if lo <= i < hi:
-                            c["top_sources"][i - lo] = attack_src
-                            c["distinct_sources"][i - lo] = len(T_ATTACKERS)
-                payloads.append(("voxguard.traffic.v1.media.h", orjson.dumps(doc), doc["id"]))
+            encoded = encode_batches("media", ts, 1.0, cols, n, max_bytes=limit)
+            payloads = [(subject, data, mid) for data, mid in encoded]
+            headers = manifest_headers(producer, tick_start, [subject] * len(payloads)) if manifest else None
             t2 = time.time()
-            await bus.publish_raw_many(payloads, timeout_s=30)
+            await bus.publish_raw_many(payloads, timeout_s=30, headers=headers)
             t3 = time.time()
             out.put(("tick", tick_start, t0, t2, t2, t3, len(payloads), sum(len(d) for _, d, _ in payloads)))
         await bus.close()
@@ -188,7 +184,8 @@ def cpu_of(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench(n: int, normal: int, attack: int, grace: float, url: str, tmp: Path, server_pid: int | None) -> None:
+async def bench(n: int, normal: int, attack: int, grace: float, manifest: bool, url: str, tmp: Path,
+                server_pid: int | None) -> None:  # fmt: skip
     from voxguard.baseline.service import BaselineService
     from voxguard.shared.bus import default_streams
     from voxguard.shared.config import example_config_path, load_config
@@ -205,7 +202,8 @@ async def bench(n: int, normal: int, attack: int, grace: float, url: str, tmp: P
     t = time.perf_counter()
     eng = build_engine(n, grace)
     print(
-        f"\n== {n:,} host targets per tick (engine ready in {time.perf_counter() - t:.1f} s, grace {grace:g} ticks) =="
+        f"\n== {n:,} host targets per tick (engine ready in {time.perf_counter() - t:.1f} s, grace {grace:g} ticks, "
+        f"tick manifests {'on' if manifest else 'off'}) =="
     )
     db = make_engine(f"sqlite:///{tmp}/baseline-{n}.db")
     svc = BaselineService(ctx, engine=eng, db=db, snapshot_interval_s=1e9)
@@ -223,10 +221,11 @@ async def bench(n: int, normal: int, attack: int, grace: float, url: str, tmp: P
     steps: list[tuple[float, float, list[float]]] = []  # (wall end, seconds, tick times processed)
     orig_advance = eng.advance
 
-    def advance(now: datetime) -> Any:
-        pending = sorted(k for k in (*eng.buffer, *eng.colbuf) if k < now.timestamp() - eng.grace * eng.dt)
+    def advance(now: datetime, ready_through: float | None = None) -> Any:
+        cut = now.timestamp() - eng.grace * eng.dt
+        pending = [k for k in eng.pending_ticks() if k < cut or (ready_through is not None and k <= ready_through)]
         t0 = time.perf_counter()
-        out = orig_advance(now)
+        out = orig_advance(now, ready_through)
         steps.append((time.time(), time.perf_counter() - t0, pending))
         return out
 
@@ -245,7 +244,7 @@ async def bench(n: int, normal: int, attack: int, grace: float, url: str, tmp: P
     start_at = float(int(time.time()) + 2)
     ticks = normal + attack
     q: Any = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=publisher, args=(url, ns, n, ticks, normal, start_at, q))
+    proc = mp.get_context("spawn").Process(target=publisher, args=(url, ns, n, ticks, normal, start_at, manifest, q))
     proc.start()
     pubs: dict[float, tuple[float, ...]] = {}
     pub_cpu = 0.0
@@ -257,10 +256,7 @@ async def bench(n: int, normal: int, attack: int, grace: float, url: str, tmp: P
             if not proc.is_alive():
                 break
             continue
-        if item[0] == "collector":
-            print(f"collector side, one tick: render {n:,} tick dicts {1e3 * item[1]:.0f} ms, encode_traffic "
-                  f"{1e3 * item[2]:.0f} ms -> {item[3]} batches, {item[4] / 2**20:.1f} MiB")  # fmt: skip
-        elif item[0] == "tick":
+        if item[0] == "tick":
             pubs[item[1]] = item[2:]
         else:
             pub_cpu = item[1]
@@ -323,6 +319,7 @@ def main() -> None:
     ap.add_argument("--normal", type=int, default=6, help="normal ticks before the attack")
     ap.add_argument("--attack", type=int, default=6, help="attack ticks")
     ap.add_argument("--grace", type=float, default=2.0, help="engine grace in ticks (service default 2)")
+    ap.add_argument("--no-manifest", action="store_true", help="publish without tick manifests (decide after grace)")
     a = ap.parse_args()
     from voxguard.shared.natsserver import NatsServer
 
@@ -332,7 +329,7 @@ def main() -> None:
         tmp = Path(d)
         with NatsServer(tmp / "nats") as server:
             for n in (int(s) for s in a.sizes.split(",") if s):
-                asyncio.run(bench(n, a.normal, a.attack, a.grace, server.url, tmp, server.pid))
+                asyncio.run(bench(n, a.normal, a.attack, a.grace, not a.no_manifest, server.url, tmp, server.pid))
 
 
 if __name__ == "__main__":

@@ -318,9 +318,15 @@ class Bus:
         raw = [(subj, model.model_dump_json().encode(), str(getattr(model, "id", "") or "")) for subj, model in items]
         return await self.publish_raw_many(raw, timeout_s=timeout_s)
 
-    async def publish_raw_many(self, items: Iterable[tuple[str, bytes, str]], *, timeout_s: float = 10.0) -> int:
+    async def publish_raw_many(
+        self,
+        items: Iterable[tuple[str, bytes, str]],
+        *,
+        timeout_s: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
         """Publish already-encoded ``(subject, JSON bytes, message id)`` pipelined: send all,
-        then await the acks together.
+        then await the acks together. ``headers`` go on every message (a tick manifest).
 
         For the collector's per-tick burst (one message per target, serialised without
         pydantic). JetStream's bounded async-publish window (4000 in flight) applies
@@ -335,6 +341,8 @@ class Bus:
             span.set_attribute("messaging.system", "nats")
             span.set_attribute("messaging.batch.message_count", len(items))
             trace_headers = inject_headers()  # one span for the burst: encode its context once
+            if headers:
+                trace_headers = {**trace_headers, **headers}
             try:
                 # One deadline for the whole burst; no per-message timeout, because wrapping each
                 # send in wait_for yields to the loop per message and costs one socket write each.

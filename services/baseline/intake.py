@@ -3,10 +3,10 @@
 A batch is one tier's per-host ticks of one tick. For the targets the engine already knows, the
 records become one ``[records, METRICS]`` matrix of per-second rates (what ``engine.tick_vector``
 computes for one tick) for ``DetectionEngine.observe_columns``, one ``[records, MINUTE_VALUES]``
-matrix for the minute rollup and one for the live window. Records the columnar path cannot carry
-with identical semantics take the object path (``TrafficTick`` through ``observe``): targets the
-engine has not registered yet (their metadata comes with the tick) and ticks with sampled SIP
-headers (the engine learns each target's sampling scale from them).
+matrix for the minute rollup and one for the live window. Targets the engine does not know yet
+are registered in bulk from the batch's metadata first (``DetectionEngine.register``). Ticks with
+sampled SIP headers take the object path (``TrafficTick`` through ``observe``): the engine learns
+each target's sampling scale from their method mix.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from voxguard.baseline.models import MINUTE_VALUES
 from voxguard.baseline.profile import METRICS
 from voxguard.baseline.rollup import LIVE_FIELDS
-from voxguard.shared.messages import RecordSources, TrafficColumns
+from voxguard.shared.batches import RecordSources, TrafficColumns
 
 _VEC = {"packets": "packets", "bytes": "bytes", "flows": "flows", "new_connections": "new_connections",
         "distinct_sources": "distinct_sources", "icmp_packets": "icmp_packets", "long_lived_flows": "long_lived_flows",
@@ -34,19 +34,23 @@ class Split:
 
     columnar: np.ndarray
     objects: list[int] = field(default_factory=list)
+    new: list[int] = field(default_factory=list)  # columnar records whose targets must be registered first
 
 
-def split(cols: TrafficColumns, known: dict[str, int] | None) -> Split:
-    """Known targets without sampled SIP go columnar; the rest (and everything when the engine has
-    no target index) go through the object path."""
+def split(cols: TrafficColumns, known: dict[str, int] | None, *, can_register: bool = False) -> Split:
+    """Records without sampled SIP go columnar: targets the engine knows, and (``can_register``)
+    new ones, registered in bulk from the batch's metadata first. Records with sampled SIP (the
+    engine learns each target's sampling scale from their method mix) and, without a target
+    index, every record take the object path."""
     if known is None:
         return Split(np.zeros(0, np.int64), list(range(cols.n)))
     is_known = np.fromiter(map(known.__contains__, cols.ids), bool, cols.n)
     sampled_sip = cols.num["sip_sampled_packets"] > 0
     if sampled_sip.any():
         sampled_sip &= np.fromiter(map(bool, cols.sip_methods), bool, cols.n)
-    fast = is_known & ~sampled_sip
-    return Split(np.flatnonzero(fast), np.flatnonzero(~fast).tolist())
+    fast = ~sampled_sip if can_register else is_known & ~sampled_sip
+    new = np.flatnonzero(fast & ~is_known).tolist() if can_register else []
+    return Split(np.flatnonzero(fast), np.flatnonzero(~fast).tolist(), new)
 
 
 def _sip_counts(cols: TrafficColumns) -> dict[str, np.ndarray]:

@@ -14,3 +14,14 @@ EXPECTED = Gauge(
     "voxguard_baseline_expected", "Baseline rate per tier for the last tick (sum of targets)", ["tier", "metric"]
 )
 TICKS = Counter("voxguard_baseline_ticks_total", "Traffic ticks consumed", ["tier"])
+STEPS = Counter(
+    "voxguard_baseline_steps_total",
+    "Detection steps, by what let them run: every producer's tick complete (manifests) or the grace timer",
+    ["trigger"],
+)
+MANIFESTS = Counter(
+    "voxguard_baseline_tick_manifests_total",
+    "Traffic messages taken in, by their tick manifest: manifested, unmanifested (the tick waits for the grace), "
+    "bad_manifests",
+    ["outcome"],
+)

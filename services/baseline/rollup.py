@@ -9,7 +9,8 @@ per-target ring length and a cap on how many targets get one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -107,25 +108,37 @@ class MinuteRollup:
         slots = m.slots(ids)  # first: it may grow m.vals
         np.add.at(m.vals, slots, values)  # add.at: a repeated id adds twice, as add() would
 
-    def pop_closed(self, before: dt.datetime | None = None) -> list[dict[str, Any]]:
-        """Rows of every minute that started before ``before`` (all of them when None)."""
-        rows = []
+    def pop_closed(self, before: dt.datetime | None = None) -> list[MinuteBlock]:
+        """Every minute that started before ``before`` (all of them when None), as blocks."""
+        out = []
         for key in [k for k in self._open if before is None or k < before]:
             m = self._open.pop(key)
-            vals = m.vals[: len(m.ids)].tolist()
-            for tid, v in zip(m.ids, vals, strict=True):
-                row: dict[str, Any] = {"target_id": tid, "bucket": key}
-                row.update(zip(MINUTE_VALUES, v, strict=True))
-                row["ticks"] = int(row["ticks"])
-                rows.append(row)
-        return rows
+            out.append(MinuteBlock(key, m.ids, m.vals[: len(m.ids)]))
+        return out
 
-    def restore(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Put rows back (their write failed) so the next flush retries them."""
-        for r in rows:
-            m = self._minute(r["bucket"])
-            slot = m.slots([str(r["target_id"])])[0]
-            m.vals[slot] += np.array([float(r[c]) for c in MINUTE_VALUES])
+    def restore(self, blocks: Iterable[MinuteBlock]) -> None:
+        """Put blocks back (their write failed) so the next flush retries them."""
+        for b in blocks:
+            m = self._minute(b.bucket)
+            np.add.at(m.vals, m.slots(b.ids), b.values)
+
+
+@dataclass
+class MinuteBlock:
+    """One closed minute of many targets: ``values [len(ids), MINUTE_VALUES]``."""
+
+    bucket: dt.datetime
+    ids: list[str]
+    values: np.ndarray
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The block as row dicts (``BaselineStore.add_minutes`` shape)."""
+        rows = []
+        for tid, v in zip(self.ids, self.values.tolist(), strict=True):
+            row: dict[str, Any] = {"target_id": tid, "bucket": self.bucket, **dict(zip(MINUTE_VALUES, v, strict=True))}
+            row["ticks"] = int(row["ticks"])
+            rows.append(row)
+        return rows
 
 
 class LiveWindow:

@@ -37,7 +37,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
@@ -49,23 +49,16 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from voxguard.baseline import intake, metrics
+from voxguard.baseline.completeness import TickCompleteness
 from voxguard.baseline.rollup import LiveWindow, MinuteRollup, target_meta
 from voxguard.baseline.shards import ShardLeases, new_worker_id
 from voxguard.baseline.store import BaselineStore, minute_floor
-from voxguard.shared.bus import STREAM_TRAFFIC, Delivery, Subscription
+from voxguard.shared.batches import MAX_BATCH_BYTES, BatchError, TrafficColumns, decode_batch
+from voxguard.shared.bus import MSG_ID_HEADER, STREAM_TRAFFIC, Delivery, Subscription
 from voxguard.shared.config import VoxGuardConfig
 from voxguard.shared.db import make_engine, readiness_check
 from voxguard.shared.http import ServiceSpec
-from voxguard.shared.messages import (
-    MAX_BATCH_BYTES,
-    Anomaly,
-    BatchError,
-    IncidentEvent,
-    IncidentView,
-    TrafficColumns,
-    TrafficTick,
-    decode_batch,
-)
+from voxguard.shared.messages import Anomaly, IncidentEvent, IncidentView, TrafficTick
 from voxguard.shared.partition import context_filter, partition_filter, partition_of
 from voxguard.shared.runtime import ServiceContext
 
@@ -97,7 +90,8 @@ class EngineLike(Protocol):
     """What the service needs of ``voxguard.baseline.engine.DetectionEngine``."""
 
     def observe(self, ticks: Sequence[TrafficTick]) -> None: ...
-    def advance(self, now: dt.datetime) -> EngineOutputLike: ...
+    def advance(self, now: dt.datetime, ready_through: float | None = None) -> EngineOutputLike: ...
+    def pending_ticks(self) -> list[float]: ...
     def set_turn_sessions(self, relay: str, sessions: int) -> None: ...
     def targets(self) -> list[dict[str, Any]]: ...
     def baseline(self, target_id: str) -> dict[str, Any] | None: ...
@@ -193,8 +187,11 @@ class BaselineService:
         self._ctx_sub: Any = None
         self._commit = asyncio.Lock()  # engine decisions and shard saves reach the DB in order
         self.started = False
-        self.stats = {"ticks": 0, "steps": 0, "minutes_written": 0, "events": 0, "anomalies": 0, "errors": 0,
-                      "batches": 0, "bad_batches": 0, "bad_records": 0}  # fmt: skip
+        self.stats = {"ticks": 0, "steps": 0, "early_steps": 0, "minutes_written": 0, "events": 0, "anomalies": 0,
+                      "errors": 0, "batches": 0, "bad_batches": 0, "bad_records": 0}  # fmt: skip
+        # ticks every producer has delivered in full are decided at once, not after the grace
+        self.completeness = TickCompleteness(self.tick_seconds, reads=self._reads_subject)
+        self._wake = asyncio.Event()
         self._flush_task: asyncio.Task[None] | None = None
         # one writer at a time: the background flush and the step's event commit (SQLite locks)
         self._db_write = asyncio.Lock()
@@ -300,6 +297,36 @@ class BaselineService:
             await self._on_batch(msg, delivery)
         else:
             await self._on_tick(msg, delivery)
+        if delivery is not None:
+            self._delivered(delivery.subject, delivery.headers, delivery.msg_id, msg.tick_start)
+
+    def _delivered(self, subject: str, headers: Mapping[str, str] | None, msg_id: str | None,
+                   tick_start: dt.datetime) -> None:  # fmt: skip
+        """Count a taken-in message against its tick's manifest; wake the detection loop when a
+        tick no longer needs to wait for its grace."""
+        ts = (tick_start if tick_start.tzinfo else tick_start.replace(tzinfo=dt.UTC)).timestamp()
+        metrics.MANIFESTS.labels(self.completeness.record(subject, headers, msg_id, ts)).inc()
+        if self._ready_through(early_only=True) is not None:
+            self._wake.set()
+
+    def _reads_subject(self, subject: str) -> bool:
+        """Whether this worker receives a traffic subject (sharded: only its partitions' batches)."""
+        if not self.sharded:
+            return True
+        last = subject.rsplit(".", 1)[-1]
+        return subject.count(".") <= 3 or not last.isdigit() or int(last) in self.parts
+
+    def _ready_through(self, *, early_only: bool = False) -> float | None:
+        """The latest buffered tick the engine may decide now (see ``completeness``); with
+        ``early_only``, None unless that includes a tick still inside its grace."""
+        pending = getattr(self._engine, "pending_ticks", None)
+        if pending is None:
+            return None
+        due = self.clock().timestamp() - self._grace_s
+        ready = self.completeness.ready_through(pending(), due)
+        if early_only and (ready is None or ready < due):
+            return None
+        return ready
 
     async def _on_batch(self, cols: TrafficColumns, delivery: Delivery | None) -> None:
         """One batch of per-host ticks in bulk: columnar for known targets, objects for the rest."""
@@ -312,7 +339,9 @@ class BaselineService:
         engine = self.engine
         columnar = getattr(engine, "observe_columns", None)
         known: dict[str, int] | None = getattr(engine, "index", None) if columnar is not None else None
-        path = intake.split(cols, known)
+        register = getattr(engine, "register", None)
+        path = intake.split(cols, known, can_register=register is not None)
+        new_meta = [cols.meta(i) for i in path.new]
         eng_vals, min_vals, live_vals = intake.prepare(cols)
         ticks: list[TrafficTick] = []
         for i in path.objects:
@@ -323,6 +352,8 @@ class BaselineService:
         idx = path.columnar
         all_columnar = len(idx) == cols.n
         async with self.lock:
+            if new_meta and register is not None:
+                register([m["id"] for m in new_meta], new_meta)
             if len(idx) and columnar is not None:
                 ids = cols.ids if all_columnar else [cols.ids[i] for i in idx.tolist()]
                 columnar(
@@ -377,15 +408,21 @@ class BaselineService:
         the engine's grace), so a tick is decided as soon as its grace has passed, not up to a whole
         tick later."""
         dt_s = self.tick_seconds
-        grace = float(getattr(self._engine, "grace", 0.0) or 0.0) * dt_s
-        return (grace + STEP_LAG_S - time.time()) % dt_s or dt_s
+        return (self._grace_s + STEP_LAG_S - time.time()) % dt_s or dt_s
+
+    @property
+    def _grace_s(self) -> float:
+        """The engine's wait for late ticks, in seconds (0 for an engine without one)."""
+        return float(getattr(self._engine, "grace", 0.0) or 0.0) * self.tick_seconds
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._until_next_step())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._until_next_step())
+            self._wake.clear()
             try:
-                await self.step(self.clock())
+                await self.step(self.clock(), self._ready_through())
                 if self._flush_task is None or self._flush_task.done():
                     # in its own task: writing a minute of 100,000 targets must not delay the next step
                     self._flush_task = asyncio.create_task(self._flush_logged(), name="baseline-flush")
@@ -406,16 +443,22 @@ class BaselineService:
             self.stats["errors"] += 1
             log.exception("baseline flush failed")
 
-    async def step(self, now: dt.datetime) -> None:
-        """One detection step: advance, commit incident events, then publish and fan out."""
+    async def step(self, now: dt.datetime, ready_through: float | None = None) -> None:
+        """One detection step: advance (also through ``ready_through``, ticks known complete),
+        commit incident events, then publish and fan out."""
         async with self._commit:
             async with self.lock:
-                out = await asyncio.to_thread(self.engine.advance, now)
+                out = await asyncio.to_thread(self.engine.advance, now, ready_through)
+                if ready_through is not None:
+                    self.completeness.forget_through(ready_through)
                 handover = self._shard_incidents(out.events) if self.sharded and out.events else None
             if out.events:
                 async with self._db_write:
                     await asyncio.to_thread(self.store.record_events, out.events, handover)
         self.stats["steps"] += 1
+        early = ready_through is not None and ready_through >= now.timestamp() - self._grace_s
+        self.stats["early_steps"] += early
+        metrics.STEPS.labels("complete" if early else "grace").inc()
         if out.events:
             self.stats["events"] += len(out.events)
             for ev in out.events:
@@ -476,23 +519,27 @@ class BaselineService:
         """Write closed minutes (all open ones when ``everything``) and newly seen targets."""
         now = self.clock()
         before = None if everything else minute_floor(now - dt.timedelta(seconds=FLUSH_GRACE_S))
-        rows = self.rollup.pop_closed(before)
+        blocks = self.rollup.pop_closed(before)
         targets = list(self._new_targets.values())
         self._new_targets = {}
+        n = sum(len(b.ids) for b in blocks)
         try:
             async with self._db_write:
                 if targets:
                     await asyncio.to_thread(self.store.upsert_targets, targets, now)
                     self._known_targets.update(t["id"] for t in targets)
-                if rows:
-                    await asyncio.to_thread(self.store.add_minutes, rows)
+                if n:
+                    ids = [t for b in blocks for t in b.ids]
+                    minutes = np.concatenate([np.full(len(b.ids), int(b.bucket.timestamp())) for b in blocks])
+                    values = np.concatenate([b.values for b in blocks])
+                    await asyncio.to_thread(self.store.add_minute_block, ids, minutes, values)
         except Exception:
-            self.rollup.restore(rows)
+            self.rollup.restore(blocks)
             for t in targets:
                 self._new_targets.setdefault(t["id"], t)
             raise
-        self.stats["minutes_written"] += len(rows)
-        return len(rows)
+        self.stats["minutes_written"] += n
+        return n
 
     async def retention(self) -> int:
         """Drop minutes past the retention period where no TimescaleDB policy does it."""
@@ -509,8 +556,15 @@ class BaselineService:
                 await self._save_partition(k)
             self._last_snapshot = asyncio.get_running_loop().time()
             return
-        async with self.lock:
-            data = await asyncio.to_thread(self.engine.export_state)
+        capture = getattr(self.engine, "capture_state", None)
+        pack: Callable[[], bytes] = self.engine.export_state
+        async with self.lock:  # only the copy holds the lock: packing 100,000 targets takes seconds
+            if capture is not None:
+                pack = await asyncio.to_thread(capture)
+            else:
+                data = await asyncio.to_thread(pack)
+        if capture is not None:
+            data = await asyncio.to_thread(pack)
         await asyncio.to_thread(self.store.save_state, data, self.clock())
         self._last_snapshot = asyncio.get_running_loop().time()
 
@@ -559,6 +613,8 @@ class BaselineService:
                 self.stats["errors"] += 1
                 return
             await self._on_tick(tick, None)
+            headers = msg.headers or {}
+            self._delivered(bus.logical_subject(msg.subject), headers, headers.get(MSG_ID_HEADER), tick.tick_start)
 
         self._ctx_sub = await bus.js.subscribe(
             bus.wire_subject(context_filter()), cb=on_context, ordered_consumer=True,

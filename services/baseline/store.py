@@ -37,6 +37,7 @@ ENGINE_STATE = "engine"
 MINUTE = dt.timedelta(minutes=1)
 _BATCH = 5_000  # rows per executemany (SQLite)
 _PG_BATCH = 10_000  # rows per unnest() statement (PostgreSQL)
+_TARGET_TEXT = ("id", "tier", "name", "component", "host", "protocol", "ports", "role", "region")
 MINUTES_TABLE = "baseline_minutes"
 _EPOCH = dt.datetime(2000, 1, 3, tzinfo=dt.UTC)  # a Monday: week-aligned origin for date_bin
 
@@ -117,39 +118,51 @@ class BaselineStore:
     # -- targets --------------------------------------------------------------------------
 
     def upsert_targets(self, targets: Sequence[Mapping[str, Any]], seen: dt.datetime) -> None:
-        """Register targets (id, tier, name, component, host, protocol, ports, role, region)."""
+        """Register targets (id, tier, name, component, host, protocol, ports, role, region); a
+        known one gets the new name and a later ``last_seen``. 100,000 new per-host targets at
+        once must not cost seconds of ORM work, so rows go through the DB-API (SQLite) or one
+        ``unnest`` statement per batch (PostgreSQL), as the minute rows do."""
         if not targets:
             return
-        table: Table = TargetRow.__table__  # type: ignore[assignment]
-        rows = [
-            {
-                "id": t["id"],
-                "tier": str(t["tier"]),
-                "name": str(t.get("name") or t["id"])[:200],
-                "component": str(t.get("component") or ""),
-                "host": t.get("host"),
-                "protocol": str(t.get("protocol") or ""),
-                "ports": t.get("ports"),
-                "role": str(t.get("role") or ""),
-                "region": t.get("region"),
-                "first_seen": seen,
-                "last_seen": seen,
-            }
-            for t in targets
+        cols: list[list[Any]] = [
+            [t["id"] for t in targets],
+            [str(t["tier"]) for t in targets],
+            [str(t.get("name") or t["id"])[:200] for t in targets],
+            [str(t.get("component") or "") for t in targets],
+            [t.get("host") for t in targets],
+            [str(t.get("protocol") or "") for t in targets],
+            [t.get("ports") for t in targets],
+            [str(t.get("role") or "") for t in targets],
+            [t.get("region") for t in targets],
         ]
-        ins = self._insert(table)
-        stmt = ins.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "name": ins.excluded.name,
-                "last_seen": func.max(table.c.last_seen, ins.excluded.last_seen)
-                if self.engine.dialect.name == "sqlite"
-                else func.greatest(table.c.last_seen, ins.excluded.last_seen),
-            },
+        seen_utc = seen.astimezone(dt.UTC)
+        table = TargetRow.__tablename__
+        if self.engine.dialect.name == "postgresql":
+            sel = ", ".join(f"CAST(:{c} AS text[])" for c in _TARGET_TEXT)
+            sql = text(
+                f"INSERT INTO {table} ({', '.join(_TARGET_TEXT)}, first_seen, last_seen) "
+                f"SELECT *, CAST(:seen AS timestamptz), CAST(:seen AS timestamptz) FROM unnest({sel}) "
+                f"ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                f"last_seen = greatest({table}.last_seen, excluded.last_seen)"
+            )
+            with self.engine.begin() as conn:
+                for i in range(0, len(targets), _PG_BATCH):
+                    params: dict[str, Any] = {c: _text_array(col[i : i + _PG_BATCH]) for c, col in
+                                              zip(_TARGET_TEXT, cols, strict=True)}  # fmt: skip
+                    params["seen"] = seen_utc.isoformat()
+                    conn.execute(sql, params)
+            return
+        stamp = seen_utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        sql_lite = (
+            f"INSERT INTO {table} ({', '.join(_TARGET_TEXT)}, first_seen, last_seen) "
+            f"VALUES ({', '.join('?' * (len(_TARGET_TEXT) + 2))}) "
+            f"ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+            f"last_seen = max({table}.last_seen, excluded.last_seen)"
         )
-        with self._sessions.begin() as s:
+        rows = [(*r, stamp, stamp) for r in zip(*cols, strict=True)]
+        with self.engine.begin() as conn:
             for i in range(0, len(rows), _BATCH):
-                s.execute(stmt, rows[i : i + _BATCH])
+                conn.exec_driver_sql(sql_lite, rows[i : i + _BATCH])
 
     def targets(self, tier: str | None = None) -> list[TargetRow]:
         with self._sessions() as s:
@@ -464,9 +477,10 @@ class BaselineStore:
         return sqlite.insert(table)
 
 
-def _text_array(items: Sequence[str]) -> str:
-    """A PostgreSQL array literal of strings (every element quoted and escaped)."""
-    return "{" + ",".join('"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"' for x in items) + "}"
+def _text_array(items: Sequence[str | None]) -> str:
+    """A PostgreSQL array literal of strings (every element quoted and escaped; None is NULL)."""
+    return "{" + ",".join("NULL" if x is None else '"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for x in items) + "}"  # fmt: skip
 
 
 def _num_array(items: Sequence[float | int]) -> str:

@@ -7,6 +7,10 @@ the distinct-source count. Reducing once per tick instead of per batch keeps the
 cost of the hot path to a few vector operations. Should one tick hold more than
 ``PARTIAL_LIMIT`` rows (a spoofed flood), an intermediate reduction keeps memory bounded and
 the distinct count falls back to a HyperLogLog over the reduced pairs.
+
+Closing a tick renders the few component targets' ticks as dicts and the per-host targets'
+ticks as batch columns (``closedtick``), with array operations too: no Python work per host
+record but for the few that carry SIP methods or more than one exporter.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from voxguard.ingest.classify import TargetInfo
-from voxguard.ingest.decode.flows import SipFlag, SipMethod, halves_to_addr, is_v4
+from voxguard.ingest.closedtick import ClosedTick, HostColumns, TickHead, tick_dict
+from voxguard.ingest.decode.flows import SipFlag, SipMethod, is_v4
 from voxguard.ingest.hll import HllBank, pair_key
-from voxguard.shared.messages import SCHEMA_VERSION, TrafficTick, utcnow
+from voxguard.ingest.targetcolumns import TargetColumns
+from voxguard.ingest.toptext import top_texts
+from voxguard.shared.batches import BATCH_COUNTS, BATCH_OPT_TEXT, BATCH_TEXT
+from voxguard.shared.messages import TrafficTick, utcnow
 
 SIZE_BUCKETS = np.array(TrafficTick.SIZE_BUCKETS, dtype=np.float64)
 N_SIZE = len(SIZE_BUCKETS) + 1
@@ -52,6 +59,13 @@ KEEP_PER_TARGET = 1024
 ) = range(11)
 N_COLS = 11
 SPREAD_COLS = (C_BYTES, C_PACKETS, C_ICMP, C_LONG)  # the columns a spread record contributes to
+# TrafficTick count fields from the accumulator (distinct_sources comes from the source pairs)
+COUNT_ROWS = {"bytes": C_BYTES, "packets": C_PACKETS, "flows": C_FLOWS, "new_connections": C_NEWCONN,
+              "icmp_packets": C_ICMP, "long_lived_flows": C_LONG, "sip_scanner_packets": C_SIP_SCAN,
+              "sip_malformed_packets": C_SIP_BAD, "sip_sampled_packets": C_SIP_RAW,
+              "flow_records": C_RECORDS}  # fmt: skip
+# a target's exporter code in a tick: the exporter index when one exporter reported it, else these
+NO_EXPORTER, MANY_EXPORTERS = -1, -2
 
 _PAIR_DTYPE = np.dtype([("t", "<i8"), ("h", "<u8"), ("l", "<u8"), ("p", "<f8"), ("b", "<f8")])
 
@@ -71,10 +85,21 @@ def _top_per_target(arr: np.ndarray, keep: int) -> np.ndarray:
     """The ``keep`` rows with most packets for each target, grouped by target."""
     if len(arr) == 0:
         return arr
-    arr = arr[np.lexsort((-arr["p"], arr["t"]))]
+    arr = np.take(arr, _by_target_then_packets(arr))  # ~6x faster than arr[index] for records
     starts = np.flatnonzero(np.r_[True, arr["t"][1:] != arr["t"][:-1]])
     rank = np.arange(len(arr)) - np.repeat(starts, np.diff(np.r_[starts, len(arr)]))
     return arr[rank < keep]
+
+
+def _by_target_then_packets(arr: np.ndarray) -> np.ndarray:
+    """The order of rows by target, then packets descending, ties as they come (``lexsort``'s):
+    one stable sort of a 64-bit key when targets and packet counts are whole and under 2**32,
+    twice as fast at several hundred thousand rows."""
+    t, p = arr["t"], arr["p"]
+    if t.min() >= 0 and t.max() < 2**32 and p.min() >= 0 and p.max() < 2**32 and (p == np.floor(p)).all():
+        key = (t.astype(np.uint64) << np.uint64(32)) | (np.uint64(0xFFFF_FFFF) - p.astype(np.uint64))
+        return np.argsort(key, kind="stable")
+    return np.lexsort((-p, t))
 
 
 def _prefixes(pairs: np.ndarray) -> np.ndarray:
@@ -94,8 +119,11 @@ class TickAggregator:
         self._size = np.zeros((N_SIZE, 1024), dtype=np.float64)
         self._sip = np.zeros((N_SIP, 1024), dtype=np.float64)
         self._active = np.zeros(1024, dtype=bool)
-        self._exporters: dict[int, set[int]] = {}
-        self._last_exporters: dict[int, set[int]] = {}
+        self._exp = np.full(1024, NO_EXPORTER, dtype=np.int64)
+        self._exp_sets: dict[int, set[int]] = {}  # targets with MANY_EXPORTERS
+        # the same as of the last tick a target had flows: spread-only ticks keep their exporters
+        self._last_exp = np.full(1024, NO_EXPORTER, dtype=np.int64)
+        self._last_exp_sets: dict[int, set[int]] = {}
         self._cols: list[tuple[np.ndarray, ...]] = []
         self._rows = 0
         self._reduced: np.ndarray | None = None  # set after an intermediate reduction
@@ -121,6 +149,11 @@ class TickAggregator:
         active = np.zeros(new_size, dtype=bool)
         active[:size] = self._active
         self._active = active
+        for name in ("_exp", "_last_exp"):
+            old = getattr(self, name)
+            new = np.full(new_size, NO_EXPORTER, dtype=np.int64)
+            new[:size] = old
+            setattr(self, name, new)
 
     def add(self, flows: np.ndarray, rows: np.ndarray, targets: np.ndarray, exporter_ix: np.ndarray) -> None:
         """Add the contributions ``flows[rows]`` -> ``targets`` (``exporter_ix`` per flow row)."""
@@ -191,15 +224,36 @@ class TickAggregator:
         exp = exporter_ix[rows]
         first_exp = int(exp[0])
         if (exp == first_exp).all():
-            for t in np.flatnonzero(np.bincount(targets, minlength=n_t)).tolist():
-                self._exporters.setdefault(t, set()).add(first_exp)
+            seen = np.flatnonzero(np.bincount(targets, minlength=n_t))
+            self._note_exporters(seen, np.full(len(seen), first_exp, dtype=np.int64))
         else:
-            for key in np.unique(targets * (1 << 16) + exp).tolist():
-                self._exporters.setdefault(key >> 16, set()).add(key & 0xFFFF)
+            keys = np.unique(targets * (1 << 16) + exp)
+            self._note_exporters(keys >> 16, keys & 0xFFFF)
         self._cols.append((targets, flows["src_hi"][rows], flows["src_lo"][rows], pk, by))
         self._rows += len(rows)
         if self._rows > PARTIAL_LIMIT:
             self._reduce(KEEP_PER_TARGET, intermediate=True)
+
+    def _note_exporters(self, targets: np.ndarray, exporters: np.ndarray) -> None:
+        """Exporter ``exporters[i]`` reported flows of ``targets[i]`` (pairs unique, sorted by target).
+        The usual case, a target's first exporter of the tick, is one array write."""
+        cur = self._exp[targets]
+        repeated = np.zeros(len(targets), dtype=bool)
+        same = targets[1:] == targets[:-1]
+        repeated[1:] |= same
+        repeated[:-1] |= same
+        easy = (cur == NO_EXPORTER) & ~repeated
+        self._exp[targets[easy]] = exporters[easy]
+        rest = ~easy & (cur != exporters)
+        for t, e in zip(targets[rest].tolist(), exporters[rest].tolist(), strict=True):
+            c = int(self._exp[t])
+            if c == NO_EXPORTER:
+                self._exp[t] = e
+            elif c == MANY_EXPORTERS:
+                self._exp_sets[t].add(e)
+            elif c != e:
+                self._exp_sets[t] = {c, e}
+                self._exp[t] = MANY_EXPORTERS
 
     def _reduce(self, keep: int, intermediate: bool = False) -> np.ndarray:
         """Sum the tick's (target, source) columns; feed distinct counting; keep the top rows."""
@@ -231,95 +285,128 @@ class TickAggregator:
     def flush(
         self,
         tick_start: float,
-        targets: list[TargetInfo],
+        targets: TargetColumns,
         exporter_names: list[str],
         *,
-        first_host: int | None = None,
         max_host_ticks: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """The tick's messages (one per active target) as plain dicts, then reset for the next tick.
+    ) -> ClosedTick:
+        """The tick's records (one per active target), then reset for the next tick: component
+        targets' as ``TrafficTick``-shaped dicts, per-host targets' as batch columns.
 
         Dicts, not pydantic objects: at 100,000 active targets model construction alone would
-        take seconds. ``TrafficTick`` is the schema; the tests validate these dicts against it.
+        take seconds. ``TrafficTick`` is the schema; the tests validate the records against it.
         """
         self._apply_spread()
+        start = datetime.fromtimestamp(tick_start, UTC)
+        head = TickHead(
+            tick_start=start.timestamp(),  # to the microsecond, as the messages carry it
+            tick_start_iso=start.isoformat(),
+            tick_seconds=self.tick_seconds,
+            ts=utcnow().isoformat(),
+            id_prefix=uuid.uuid4().hex[:16],
+        )
         active = np.flatnonzero(self._active)
-        if len(active) == 0:
-            self._end_spread()
-            return []
-        if first_host is not None and max_host_ticks is not None:
-            hosts = active[active >= first_host]
-            if len(hosts) > max_host_ticks:
-                # the busiest hosts only: the component targets still count every flow
-                busiest = hosts[np.argsort(-self._acc[C_PACKETS, hosts], kind="stable")[:max_host_ticks]]
-                self.host_ticks_suppressed += len(hosts) - max_host_ticks
-                active = np.sort(np.concatenate([active[active < first_host], busiest]))
+        is_host = targets.is_host(active)
+        hosts = active[is_host]
+        chosen: np.ndarray | None = None  # the targets reported, when not all active ones are
+        if max_host_ticks is not None and len(hosts) > max_host_ticks:
+            # the busiest hosts only: the component targets still count every flow
+            busiest = hosts[np.argsort(-self._acc[C_PACKETS, hosts], kind="stable")[:max_host_ticks]]
+            self.host_ticks_suppressed += len(hosts) - max_host_ticks
+            active = np.sort(np.concatenate([active[~is_host], busiest]))
+            is_host = targets.is_host(active)
+            chosen = np.zeros(self._acc.shape[1], dtype=bool)
+            chosen[active] = True
         used_hll = self._reduced is not None
         pairs = self._reduce(TOP_N)
+        size = self._acc.shape[1]
         if used_hll:
-            distinct = self._hll.estimates()
+            hll_targets, estimates = self._hll.estimates()
+            dense = np.zeros(size, dtype=np.int64)
+            dense[hll_targets] = estimates
+            distinct = dense[active]
         else:
-            counts = np.bincount(pairs["t"], minlength=self._acc.shape[1]) if len(pairs) else None
-            distinct = {} if counts is None else dict(zip(active.tolist(), counts[active].tolist(), strict=True))
-        tops_src = _group_tops(_top_per_target(pairs, TOP_N))
-        tops_pfx = _group_tops(_top_per_target(_prefixes(pairs), TOP_N), prefixes=True)
-        ts = datetime.fromtimestamp(tick_start, UTC).isoformat()
-        now = utcnow().isoformat()
+            distinct = np.bincount(pairs["t"], minlength=size)[active]
+        if chosen is not None:
+            pairs = pairs[chosen[pairs["t"]]]  # no text for the tops of targets not reported
+        tops = {
+            "top_sources": top_texts(_top_per_target(pairs, TOP_N)),
+            "top_prefixes": top_texts(_top_per_target(_prefixes(pairs), TOP_N), prefixes=True),
+        }
+        top_arrays = {k: (tgt, np.fromiter(texts, dtype=object, count=len(texts))) for k, (tgt, texts) in tops.items()}
         # whole units out, the fractions of spread records carried to the next tick: exact totals
         exact = self._acc[:, active] + self._carry[:, active]
         whole = np.floor(exact + 1e-6)
         self._carry[:, active] = exact - whole
-        acc = whole.T.astype(np.int64).tolist()
-        bpp = (self._acc[C_BYTES, active] / np.maximum(self._acc[C_PACKETS, active], 1)).round(2).tolist()
-        size = self._size[:, active].T.astype(np.int64).tolist()
-        sip_rows = self._sip[:, active].T
-        has_sip = np.asarray(sip_rows.any(axis=1), dtype=bool)
-        out: list[dict[str, Any]] = []
-        ids = uuid.uuid4().hex[:16]
-        for i, t in enumerate(active.tolist()):
-            a = acc[i]
-            methods = (
-                {SipMethod.NAMES[m]: int(v) for m, v in enumerate(sip_rows[i].tolist()) if v and m}
-                if has_sip[i]
-                else {}
-            )
-            exps = self._exporters.get(t) or self._last_exporters.get(t) or set()  # spread-only ticks keep theirs
-            msg = dict(targets[t].static)
-            msg.update(
-                schema_version=SCHEMA_VERSION,
-                id=f"{ids}{i:08x}",
-                ts=now,
-                tick_start=ts,
-                tick_seconds=self.tick_seconds,
-                exporters=sorted(exporter_names[e] if e < len(exporter_names) else "unknown" for e in exps),
-                bytes=a[C_BYTES],
-                packets=a[C_PACKETS],
-                flows=a[C_FLOWS],
-                new_connections=a[C_NEWCONN],
-                icmp_packets=a[C_ICMP],
-                long_lived_flows=a[C_LONG],
-                distinct_sources=int(distinct.get(t, 0)),
-                bytes_per_packet=bpp[i],
-                size_histogram=size[i],
-                top_sources=tops_src.get(t, []),
-                top_prefixes=tops_pfx.get(t, []),
-                sip_methods=methods,
-                sip_scanner_packets=a[C_SIP_SCAN],
-                sip_malformed_packets=a[C_SIP_BAD],
-                sip_sampled_packets=a[C_SIP_RAW],
-                flow_records=a[C_RECORDS],
-                sampled=a[C_SAMPLED] > 0,
-            )
-            out.append(msg)
+        counts = whole.astype(np.int64)
+        bpp = (self._acc[C_BYTES, active] / np.maximum(self._acc[C_PACKETS, active], 1)).round(2)
+        hist = np.ascontiguousarray(self._size[:, active].T.astype(np.int64))
+        sip = self._sip[:, active]
+        codes = self._exp[active]
+        from_last = codes == NO_EXPORTER
+        codes = np.where(from_last, self._last_exp[active], codes)
+
+        def columns(sel: np.ndarray) -> dict[str, Any]:
+            """Batch columns of the records ``active[sel]``."""
+            t = active[sel]
+            cols: dict[str, Any] = {k: targets.text(k, t) for k in (*BATCH_TEXT, *BATCH_OPT_TEXT)}
+            for k in BATCH_COUNTS:
+                cols[k] = distinct[sel] if k == "distinct_sources" else counts[COUNT_ROWS[k], sel]
+            cols["bytes_per_packet"] = bpp[sel]
+            cols["sampled"] = counts[C_SAMPLED, sel] > 0
+            cols["exporters"] = self._exporter_lists(codes[sel], t, from_last[sel], exporter_names)
+            cols["size_histogram"] = hist[sel]
+            cols["sip_methods"] = _sip_dicts(sip[:, sel])
+            for name, (tgt, texts) in top_arrays.items():
+                cols[name] = _texts_for(t, tgt, texts)
+            return cols
+
+        comp_sel = np.flatnonzero(~is_host)
+        host_sel = np.flatnonzero(is_host)
+        comp_cols = columns(comp_sel)
+        tiers = targets.tiers
+        comp_tiers = targets.tier_codes(active[comp_sel]).tolist()
+        components = [tick_dict(tiers[c], comp_cols, i, head, i) for i, c in enumerate(comp_tiers)]
+        host_targets = active[host_sel]
+        host_cols = HostColumns(
+            host_targets, targets.tier_codes(host_targets), columns(host_sel), targets, len(components)
+        )
         self._acc[:] = 0
         self._size[:] = 0
         self._sip[:] = 0
         self._active[:] = False
-        self._last_exporters.update(self._exporters)
-        self._exporters.clear()
+        seen = np.flatnonzero(self._exp != NO_EXPORTER)
+        self._last_exp[seen] = self._exp[seen]
+        self._exp[seen] = NO_EXPORTER
+        self._last_exp_sets.update(self._exp_sets)
+        self._exp_sets.clear()
         self._reduced = None
         self._hll.reset()
         self._end_spread()
+        return ClosedTick(head, components, active[comp_sel].tolist(), host_cols)
+
+    def _exporter_lists(
+        self, codes: np.ndarray, target_ix: np.ndarray, from_last: np.ndarray, names: list[str]
+    ) -> list[list[str]]:
+        """Each record's exporter names, sorted (``codes``: the records' exporter codes, of this
+        tick or, where ``from_last``, of the last). One list object per exporter is shared by its
+        records; only records that several exporters reported get a list of their own."""
+
+        def name(e: int) -> str:
+            return names[e] if e < len(names) else "unknown"
+
+        top = int(codes.max()) if len(codes) else -1
+        # one slot per exporter index, then MANY_EXPORTERS and NO_EXPORTER: codes -2 and -1
+        # index those two from the end
+        table = np.empty(max(top, -1) + 3, dtype=object)
+        for e in range(top + 1):
+            table[e] = [name(e)]
+        table[NO_EXPORTER] = []
+        out: list[list[str]] = table[codes].tolist()
+        for i in np.flatnonzero(codes == MANY_EXPORTERS).tolist():
+            t = int(target_ix[i])
+            sets = self._last_exp_sets if from_last[i] else self._exp_sets
+            out[i] = sorted(name(e) for e in sets[t])
         return out
 
     def _apply_spread(self) -> None:
@@ -344,12 +431,21 @@ class TickAggregator:
         np.maximum(self._run, 0.0, out=self._run)  # float residue
 
 
-def _group_tops(arr: np.ndarray, prefixes: bool = False) -> dict[int, list[dict[str, Any]]]:
-    """Per target, its top rows as ``SourceCount``-shaped dicts."""
-    out: dict[int, list[dict[str, Any]]] = {}
-    for t, h, lo, p, b in arr.tolist():
-        addr = halves_to_addr(h, lo)
-        if prefixes:
-            addr = f"{addr}/24" if h == 0 and (lo >> 32) == 0xFFFF else f"{addr}/64"
-        out.setdefault(t, []).append({"source": addr, "packets": int(p), "bytes": int(b)})
+def _sip_dicts(sip: np.ndarray) -> list[dict[str, int]]:
+    """Each record's SIP method mix (methods x records in): one shared empty dict for the many
+    records without SIP, a dict of their own for the few with."""
+    empty: dict[str, int] = {}
+    out = [empty] * sip.shape[1]
+    for i in np.flatnonzero(sip.any(axis=0)).tolist():
+        out[i] = {SipMethod.NAMES[m]: int(v) for m, v in enumerate(sip[:, i].tolist()) if v and m}
     return out
+
+
+def _texts_for(records: np.ndarray, targets: np.ndarray, texts: np.ndarray) -> list[str]:
+    """The text of each record's target (``targets`` sorted, ``texts`` theirs), "" for none."""
+    out = np.full(len(records), "", dtype=object)
+    if len(targets) and len(records):
+        pos = np.minimum(np.searchsorted(targets, records), len(targets) - 1)
+        hit = targets[pos] == records
+        out[hit] = texts[pos[hit]]
+    return out.tolist()

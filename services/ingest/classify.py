@@ -17,6 +17,7 @@ import numpy as np
 
 from voxguard.ingest.decode.flows import halves_to_addr, is_v4
 from voxguard.ingest.hll import pair_key
+from voxguard.ingest.targetcolumns import TargetColumns
 from voxguard.shared.config import Monitor, TargetDef, Tier, VoxGuardConfig, target_id
 
 
@@ -92,6 +93,7 @@ class TargetTable:
         self.config = config
         self.max_host_targets = config.ingest.max_host_targets
         self.targets: list[TargetInfo] = []
+        self.columns = TargetColumns()  # their static fields as columns, by the same index
         self.index: dict[str, int] = {}
         exporters = [e.name for e in config.exporters]
         self.exporter_names = exporters
@@ -162,8 +164,8 @@ class TargetTable:
         self.host_targets_dropped = 0
 
     def _add(self, info: TargetInfo) -> int:
-        ix = len(self.targets)
-        self.targets.append(info)
+        ix = self.columns.append(info.static)
+        self.targets.append(info)  # after its columns: readers take indices from this list
         self.index[info.id] = ix
         return ix
 

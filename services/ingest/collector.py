@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from voxguard.ingest.closedtick import ClosedTick
 from voxguard.ingest.pipeline import Pipeline
 from voxguard.ingest.udpstats import kernel_drops, socket_inode
 from voxguard.shared.config import VoxGuardConfig
@@ -25,7 +25,7 @@ from voxguard.shared.config import VoxGuardConfig
 log = logging.getLogger("voxguard.ingest.collector")
 
 MAX_DATAGRAM = 65_535
-TickSink = Callable[[list[dict[str, Any]]], None]  # TrafficTick-shaped dicts
+TickSink = Callable[[ClosedTick], None]
 
 
 @dataclass(slots=True)
@@ -186,7 +186,7 @@ class Collector:
         finally:
             sel.close()
 
-    def _emit(self, ticks: list[dict[str, Any]]) -> None:
+    def _emit(self, ticks: ClosedTick) -> None:
         if not ticks:
             return
         try:

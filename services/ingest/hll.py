@@ -79,10 +79,10 @@ class HllBank:
         idx, rank = register_updates(hash_addresses(hi, lo))
         np.maximum.at(self._regs, (rows, idx), rank)
 
-    def estimates(self) -> dict[int, int]:
-        """Distinct-count estimate per target seen in this tick."""
+    def estimates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(targets seen in this tick, distinct-count estimate of each)."""
         if not self._row_of:
-            return {}
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         targets = np.fromiter(self._row_of.keys(), dtype=np.int64)
         rows = np.fromiter(self._row_of.values(), dtype=np.intp)
         regs = self._regs[rows].astype(np.float64)
@@ -91,7 +91,7 @@ class HllBank:
         small = (raw <= 2.5 * M) & (zeros > 0)
         est = raw.copy()
         est[small] = M * np.log(M / zeros[small])
-        return dict(zip(targets.tolist(), np.rint(est).astype(np.int64).tolist(), strict=True))
+        return targets, np.rint(est).astype(np.int64)
 
     def reset(self) -> None:
         """Clear for the next tick, keeping the allocated memory."""

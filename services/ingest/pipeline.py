@@ -9,17 +9,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from voxguard.ingest.aggregate import TickAggregator
 from voxguard.ingest.classify import TargetTable
+from voxguard.ingest.closedtick import ClosedTick
 from voxguard.ingest.decode.base import DecodeBatch
 from voxguard.ingest.decode.netflow import NetflowDecoder
 from voxguard.ingest.decode.sflow import SflowDecoder
 from voxguard.ingest.evidence import FlowRing, HeaderRing, HeaderSample
 from voxguard.ingest.exporters import ExporterRegistry
+from voxguard.ingest.lastticks import LastTicks
 from voxguard.ingest.metrics import IngestMetrics
 from voxguard.shared.config import VoxGuardConfig
 
@@ -65,7 +66,7 @@ class Pipeline:
         self.accept_unknown = config.ingest.accept_unknown_exporters
         self.tick_seconds = config.ingest.tick_seconds
         self._tick_start: float | None = None
-        self.last_ticks: dict[int, dict[str, Any]] = {}
+        self.last_ticks = LastTicks(self.table.columns)
 
     def process(self, datagrams: list[tuple[bytes, str]], now: float | None = None) -> None:
         """Decode, classify and aggregate one batch of ``(payload, source address)``."""
@@ -164,24 +165,19 @@ class Pipeline:
             return False
         return now >= self._tick_start + self.tick_seconds
 
-    def flush(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Close the current tick and return its messages (``TrafficTick``-shaped dicts)."""
+    def flush(self, now: float | None = None) -> ClosedTick:
+        """Close the current tick and return its records (component ticks as dicts, per-host
+        ticks as columns)."""
         now = time.time() if now is None else now
         start = self._tick_start if self._tick_start is not None else now - (now % self.tick_seconds)
-        ticks = self.aggregator.flush(
+        tick = self.aggregator.flush(
             start,
-            self.table.targets,
+            self.table.columns,
             self.table.exporter_names,
-            first_host=self.table.n_config_targets,
             max_host_ticks=self.config.ingest.max_host_ticks,
         )
         self._tick_start = now - (now % self.tick_seconds)
-        self.stats.ticks_emitted += len(ticks)
-        for t in ticks:
-            ix = self.table.index.get(t["target_id"])
-            if ix is not None:
-                self.last_ticks[ix] = t
-        if len(self.last_ticks) > 4 * max(self.table.n_config_targets, 1) + 100_000:
-            self.last_ticks.clear()
-        self.metrics.ticks(len(ticks), self.table.host_target_count)
-        return ticks
+        self.stats.ticks_emitted += len(tick)
+        self.last_ticks.record(tick)
+        self.metrics.ticks(len(tick), self.table.host_target_count)
+        return tick

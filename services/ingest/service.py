@@ -1,10 +1,17 @@
-"""The ingest service: the collector thread plus the async publisher of its traffic ticks."""
+"""The ingest service: the collector thread plus the async publisher of its traffic ticks.
+
+Each closed tick is published as one burst; every message of it carries the tick manifest
+(``tickmanifest``), so a consumer knows when it holds this collector's whole tick.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,20 +19,27 @@ import orjson
 from fastapi import FastAPI
 
 from voxguard.ingest.api import build_router
+from voxguard.ingest.closedtick import ClosedTick
 from voxguard.ingest.collector import Collector
 from voxguard.ingest.pipeline import Pipeline
+from voxguard.shared.batches import MAX_BATCH_BYTES, batch_subject, encode_batches, ticks_to_columns
 from voxguard.shared.bus import PublishError
 from voxguard.shared.http import ServiceSpec
-from voxguard.shared.messages import MAX_BATCH_BYTES, batch_subject, ticks_to_batch
 from voxguard.shared.partition import partition_of, traffic_subject
 from voxguard.shared.runtime import ServiceContext
+from voxguard.shared.tickmanifest import manifest_headers
 
 log = logging.getLogger("voxguard.ingest")
 
 # closed ticks waiting for NATS (each item is one tick's burst); past this, the oldest go
 MAX_PENDING_TICKS = 600
 BATCH_MARGIN = 0.85  # of the max payload: room for headers and for a record longer than the estimate
-FIRST_BATCH = 500  # records in the first batch of a burst, before the bytes per record are known
+
+
+def producer_id() -> str:
+    """This collector's id in tick manifests: host, process and a random part, so a restarted
+    or second collector on the same host is another producer."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 class IngestService:
@@ -35,24 +49,26 @@ class IngestService:
         self.ctx = ctx
         self.pipeline = Pipeline(ctx.config)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[ClosedTick] = asyncio.Queue()
         self.collector = Collector(ctx.config, self._sink, pipeline=self.pipeline, host=host)
         self._publisher: asyncio.Task[None] | None = None
         self.dropped_ticks = 0
         self.published = 0  # ticks
         self.messages_published = 0  # component ticks + batches of per-host ticks
         self.shards = ctx.settings.baseline_shards
+        self.producer = producer_id()
 
-    def _sink(self, ticks: list[dict[str, Any]]) -> None:
+    def _sink(self, ticks: ClosedTick) -> None:
         """Called in the collector thread: hand the tick to the event loop."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         loop.call_soon_threadsafe(self._enqueue, ticks)
 
-    def _enqueue(self, ticks: list[dict[str, Any]]) -> None:
+    def _enqueue(self, ticks: ClosedTick) -> None:
         while self._queue.qsize() >= MAX_PENDING_TICKS:
             dropped = self._queue.get_nowait()
+            self._queue.task_done()
             self.dropped_ticks += len(dropped)
             self.pipeline.metrics.publish_failures.inc(len(dropped))
         self._queue.put_nowait(ticks)
@@ -65,23 +81,35 @@ class IngestService:
         return int(limit * BATCH_MARGIN)
 
     async def _publish_loop(self) -> None:
-        bus = self.ctx.bus
         while True:
             ticks = await self._queue.get()
-            items = encode_traffic(ticks, self.shards, self._max_batch_bytes())
-            for attempt in range(5):
-                try:
-                    self.messages_published += await bus.publish_raw_many(items)
-                    self.published += len(ticks)
-                    break
-                except PublishError as exc:
-                    log.warning("publishing %d ticks: %s (attempt %d)", len(items), exc, attempt + 1)
-                    await asyncio.sleep(min(2**attempt * 0.2, 5))
-                except Exception:
-                    log.exception("publishing ticks failed (attempt %d)", attempt + 1)
-                    await asyncio.sleep(min(2**attempt * 0.2, 5))
-            else:
-                self.pipeline.metrics.publish_failures.inc(len(items))
+            try:
+                await self._publish(ticks)
+            except Exception:  # a bug must cost one tick, never the publisher
+                self.pipeline.metrics.publish_failures.inc(len(ticks))
+                log.exception("encoding a tick of %d records failed", len(ticks))
+            finally:
+                self._queue.task_done()
+
+    async def _publish(self, ticks: ClosedTick) -> None:
+        """One tick's burst, every message with the tick's manifest; retried as a whole (the
+        message ids let JetStream drop what an earlier attempt delivered)."""
+        bus = self.ctx.bus
+        items = encode_traffic(ticks, self.shards, self._max_batch_bytes())
+        headers = manifest_headers(self.producer, ticks.tick_start, [subject for subject, _, _ in items])
+        for attempt in range(5):
+            try:
+                self.messages_published += await bus.publish_raw_many(items, headers=headers)
+                self.published += len(ticks)
+                break
+            except PublishError as exc:
+                log.warning("publishing %d ticks: %s (attempt %d)", len(items), exc, attempt + 1)
+                await asyncio.sleep(min(2**attempt * 0.2, 5))
+            except Exception:
+                log.exception("publishing ticks failed (attempt %d)", attempt + 1)
+                await asyncio.sleep(min(2**attempt * 0.2, 5))
+        else:
+            self.pipeline.metrics.publish_failures.inc(len(items))
 
     async def start(self) -> None:
         """Bind the UDP listeners and start the publisher."""
@@ -95,8 +123,7 @@ class IngestService:
         await asyncio.sleep(0)  # let the final tick's hand-off run
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
-                while not self._queue.empty():
-                    await asyncio.sleep(0.05)
+                await self._queue.join()  # published, not only taken from the queue
         if self._publisher is not None:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,6 +133,7 @@ class IngestService:
         """Listener and publisher state for the stats endpoint."""
         return {
             "running": self.collector.running,
+            "producer": self.producer,
             "listeners": self.collector.ports(),
             "kernel_drops": self.collector.kernel_drops(),
             "failed_batches": self.collector.failed_batches,
@@ -140,46 +168,42 @@ def encode_ticks(ticks: list[dict[str, Any]], shards: int = 1) -> list[tuple[str
 
 
 def encode_traffic(
-    ticks: list[dict[str, Any]], shards: int = 1, max_bytes: int = int(MAX_BATCH_BYTES * BATCH_MARGIN)
+    ticks: ClosedTick | list[dict[str, Any]], shards: int = 1, max_bytes: int = int(MAX_BATCH_BYTES * BATCH_MARGIN)
 ) -> list[tuple[str, bytes, str]]:
     """What the collector publishes for one tick: component ticks one message each on
     ``voxguard.traffic.v1.<tier>`` (as ``encode_ticks``), per-host ticks as ``TrafficBatch``
-    messages of one tier (and partition, when ``shards`` > 1) on ``messages.batch_subject``,
-    each encoded under ``max_bytes``."""
-    single = [t for t in ticks if t.get("host") is None]
-    groups: dict[tuple[str, int | None, str], list[dict[str, Any]]] = {}
-    for t in ticks:
-        if t.get("host") is not None:
-            part = partition_of(t["target_id"], shards) if shards > 1 else None
-            groups.setdefault((t["tier"], part, t["tick_start"]), []).append(t)
-    items = encode_ticks(single, shards)
-    for (tier, part, _), group in groups.items():
-        subj = batch_subject(tier, part)
-        items.extend((subj, data, mid) for data, mid in _split_batches(group, part, max_bytes))
+    messages of one tier (and partition, when ``shards`` > 1) on ``batches.batch_subject``,
+    each encoded under ``max_bytes``.
+
+    A ``ClosedTick``'s per-host columns become packed batches; so do ``TrafficTick``-shaped
+    dicts (tests and tools that render ticks one by one)."""
+    if isinstance(ticks, list):
+        return _encode_dicts(ticks, shards, max_bytes)
+    items = encode_ticks(ticks.components, shards)
+    head = ticks.head
+    for tier, part, cols, n in ticks.hosts.groups(shards):
+        subject = batch_subject(tier, part)
+        batches = encode_batches(
+            tier, head.tick_start_iso, head.tick_seconds, cols, n, partition=part, max_bytes=max_bytes
+        )
+        items.extend((subject, data, mid) for data, mid in batches)
     return items
 
 
-def _split_batches(group: list[dict[str, Any]], part: int | None, max_bytes: int) -> list[tuple[bytes, str]]:
-    """Encoded batches of ``group``, each under ``max_bytes``: sized from the bytes per record seen
-    so far, halved when one still comes out too big."""
-    out: list[tuple[bytes, str]] = []
-    size = FIRST_BATCH
-    i = 0
-    while i < len(group):
-        chunk = group[i : i + size]
-        doc = ticks_to_batch(chunk, partition=part)
-        data = orjson.dumps(doc)
-        if len(data) > max_bytes:
-            if len(chunk) == 1:
-                log.warning("a per-host tick of %d bytes exceeds the max payload; dropped", len(data))
-                i += 1
-                continue
-            size = max(1, len(chunk) // 2)
-            continue
-        out.append((data, doc["id"]))
-        i += len(chunk)
-        size = max(1, int(max_bytes * 0.9 / (len(data) / len(chunk))))
-    return out
+def _encode_dicts(ticks: list[dict[str, Any]], shards: int, max_bytes: int) -> list[tuple[str, bytes, str]]:
+    """``encode_traffic`` of ``TrafficTick``-shaped dicts (one tick): the same messages."""
+    single = [t for t in ticks if t.get("host") is None]
+    groups: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    for t in ticks:
+        if t.get("host") is not None:
+            part = partition_of(t["target_id"], shards) if shards > 1 else None
+            groups.setdefault((t["tier"], part), []).append(t)
+    items = encode_ticks(single, shards)
+    for (tier, part), group in groups.items():
+        batches = encode_batches(tier, group[0]["tick_start"], group[0]["tick_seconds"], ticks_to_columns(group),
+                                 len(group), partition=part, max_bytes=max_bytes)  # fmt: skip
+        items.extend((batch_subject(tier, part), data, mid) for data, mid in batches)
+    return items
 
 
 def build(ctx: ServiceContext, *, host: str | None = None) -> tuple[ServiceSpec, IngestService]:

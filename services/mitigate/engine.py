@@ -41,18 +41,10 @@ from voxguard.mitigate.reconcile import Reconciler
 from voxguard.mitigate.settings import BgpSettings, parse_bgp
 from voxguard.mitigate.store import ACTIVE, RuleRow, Store
 from voxguard.mitigate.whitelist import IPNetwork, Whitelist, WhitelistEntry
+from voxguard.shared.batches import TrafficColumns, decode_batch
 from voxguard.shared.bus import STREAM_EVENTS, STREAM_TRAFFIC, Bus, Delivery, Subscription
 from voxguard.shared.config import MitigationSettings, Tier, VoxGuardConfig
-from voxguard.shared.messages import (
-    IncidentEvent,
-    IncidentView,
-    MitigationEvent,
-    SourceCount,
-    TrafficColumns,
-    TrafficTick,
-    decode_batch,
-    subject_for,
-)
+from voxguard.shared.messages import IncidentEvent, IncidentView, MitigationEvent, SourceCount, TrafficTick, subject_for
 from voxguard.shared.partition import TRAFFIC_PREFIX
 
 log = logging.getLogger("voxguard.mitigate")

@@ -170,7 +170,7 @@ class FakeEngine:
     def observe(self, ticks: Any) -> None:
         self.pending.extend(ticks)
 
-    def advance(self, now: Any) -> Any:
+    def advance(self, now: Any, ready_through: Any = None) -> Any:
         from types import SimpleNamespace
 
         self.advanced += 1

@@ -131,6 +131,27 @@ def test_targets_registry(store: BaselineStore) -> None:
     assert store.targets(tier="media") == []
 
 
+def test_targets_registry_in_bulk_keeps_nulls_quotes_and_renames(store: BaselineStore) -> None:
+    """Per-host targets arrive 100,000 at a time: the bulk path (more rows than one statement
+    batch) must keep NULLs, odd characters and a renamed target as the ORM would."""
+    # the WASM TimescaleDB test server aborts on a protocol message over ~64 KB (one statement of
+    # ~1,000 targets); real PostgreSQL takes the full size here, TimescaleDB the same SQL smaller
+    n = 500 if store.timescale else 12_500
+    hosts = [{"id": f"media-h{i:06d}", "tier": "media", "name": f"media-gw-eu host 10.0.{i // 250}.{i % 250}",
+              "component": "media-gw-eu", "host": f"10.0.{i // 250}.{i % 250}", "protocol": "udp",
+              "ports": None, "role": "media", "region": None} for i in range(n)]  # fmt: skip
+    hosts[7]["name"] = 'odd "quoted" \\ name, {with} braces'
+    store.upsert_targets(hosts, T0)
+    store.upsert_targets([{**hosts[3], "name": "renamed"}], T0 + dt.timedelta(minutes=1))
+    rows = {r.id: r for r in store.targets(tier="media")}
+    assert len(rows) == n
+    assert rows["media-h000007"].name == hosts[7]["name"]
+    assert rows["media-h000003"].name == "renamed" and rows["media-h000003"].last_seen == T0 + dt.timedelta(minutes=1)
+    assert rows["media-h000003"].first_seen == T0
+    last = rows[f"media-h{n - 1:06d}"]
+    assert last.host == hosts[-1]["host"] and last.ports is None and last.region is None and last.last_seen == T0
+
+
 def test_engine_state_roundtrip(store: BaselineStore) -> None:
     assert store.load_state() is None
     store.save_state(b"\x00one", T0)

@@ -16,19 +16,18 @@ from voxguard.baseline.engine import DetectionEngine
 from voxguard.baseline.profile import NM, PPS
 from voxguard.baseline.service import BaselineService
 from voxguard.ingest.service import encode_traffic
-from voxguard.shared.bus import Bus
-from voxguard.shared.config import example_config_path, load_config
-from voxguard.shared.db import make_engine
-from voxguard.shared.messages import (
+from voxguard.shared.batches import (
     MAX_BATCH_BYTES,
     MAX_BATCH_RECORDS,
     BatchError,
-    IncidentEvent,
-    TrafficTick,
     batch_subject,
     decode_batch,
     ticks_to_batch,
 )
+from voxguard.shared.bus import Bus
+from voxguard.shared.config import example_config_path, load_config
+from voxguard.shared.db import make_engine
+from voxguard.shared.messages import IncidentEvent, TrafficTick
 from voxguard.shared.partition import partition_of
 from voxguard.shared.runtime import ServiceContext
 from voxguard.shared.settings import Settings
@@ -202,7 +201,7 @@ async def test_consumer_keeps_good_records_of_a_batch_and_terminates_poison(bus:
         assert svc.stats["bad_batches"] == 1 and svc.stats["bad_records"] == 1 and svc.stats["batches"] == 1
         assert svc.stats["ticks"] == 25  # 24 good records of the batch and the single tick
         assert eng.stats.accepted == 25 and eng.stats.malformed == 0
-        rows = {r["target_id"]: r for r in svc.rollup.pop_closed()}
+        rows = {r["target_id"]: r for b in svc.rollup.pop_closed() for r in b.rows()}
         assert len(rows) == 25 and "media-h000007" not in rows
         assert rows["media-h000003"]["packets"] == 100 and rows["media-h000003"]["odd_size_packets"] == 3
         assert {"media-h000021", "media-h000024"} <= set(svc._new_targets)  # registered through the object path
@@ -210,6 +209,36 @@ async def test_consumer_keeps_good_records_of_a_batch_and_terminates_poison(bus:
     finally:
         await svc.stop()
         svc.db.dispose()
+
+
+def test_bulk_registration_matches_one_by_one() -> None:
+    """``register`` (a batch of new hosts at once) gives the rows ``_row`` gives one at a time."""
+    cfg = load_config(example_config_path())
+    metas = [
+        {"tier": "media", "name": "media-gw-eu host 10.0.0.1", "component": "media-gw-eu", "host": "10.0.0.1",
+         "region": "eu-west", "role": "media"},
+        {"tier": "turn", "name": "turn-eu host 10.9.0.1", "component": "turn-eu", "host": "10.9.0.1",
+         "region": "eu-west", "role": "relay"},
+        {"tier": "nope", "name": "x", "component": "x", "host": "10.0.0.9", "region": None, "role": "media"},
+        {"tier": "sbc", "name": "sbc host 10.1.0.1", "component": "sbc-eu-1", "host": "10.1.0.1", "region": "us",
+         "role": "signalling"},
+    ]  # fmt: skip
+    ids = ["h-media", "h-turn", "h-bad", "h-sbc"]
+    one, bulk = DetectionEngine(cfg), DetectionEngine(cfg)
+    for e in (one, bulk):
+        e.set_turn_sessions("turn-eu", 40)
+    for tid, m in zip(ids, metas, strict=True):
+        if m["tier"] != "nope":
+            one._row(tid, m, aggregate=False)
+    assert bulk.register([*ids, "h-media"], [*metas, metas[0]]) == 3
+    assert bulk.register(ids[:1], metas[:1]) == 0  # known already
+    assert bulk.ids == one.ids and bulk.meta == one.meta and bulk.index == one.index
+    n = one.n
+    for name in ("tier_code", "role_code", "region_code", "aggregate", "learn_need", "sessions"):
+        assert np.array_equal(getattr(bulk, name)[:n], getattr(one, name)[:n], equal_nan=True), name
+    for name in ("fold_w", "short_s"):
+        assert np.array_equal(getattr(bulk.bank, name)[:n], getattr(one.bank, name)[:n]), name
+    assert bulk.sessions[bulk.index["h-turn"]] == 40
 
 
 async def test_attack_by_batch_opens_an_incident_with_its_top_sources(bus: Bus, tmp_path: Any) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import numpy as np
 import pytest
 
 from voxguard.ingest.aggregate import TickAggregator
 from voxguard.ingest.classify import TargetTable
+from voxguard.ingest.closedtick import tick_dict
 from voxguard.ingest.decode.flows import SipFlag, SipMethod, addr_to_halves, empty_flows
 from voxguard.shared.config import parse_config
 from voxguard.shared.messages import TrafficTick
@@ -74,6 +76,16 @@ def flows_of(rows: list[dict]) -> np.ndarray:
 @pytest.fixture
 def table() -> TargetTable:
     return TargetTable(parse_config(CFG))
+
+
+def flush(agg: TickAggregator, table: TargetTable, tick_start: float) -> list[dict[str, Any]]:
+    """Every record of the closed tick as a dict, the per-host ones rendered from their columns."""
+    tick = agg.flush(tick_start, table.columns, table.exporter_names)
+    hosts = tick.hosts
+    return tick.components + [
+        tick_dict(table.columns.tier(t), hosts.columns, i, tick.head, hosts.first_record + i)
+        for i, t in enumerate(hosts.targets.tolist())
+    ]
 
 
 def names(table: TargetTable, rows: np.ndarray, targets: np.ndarray) -> list[tuple[int, str]]:
@@ -178,10 +190,7 @@ def test_aggregation_known_answers(table: TargetTable) -> None:
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
     agg.add(f, c.rows, c.targets, exp)  # two batches in one tick add up
-    ticks = {
-        t["target"]: TrafficTick.model_validate(t)
-        for t in agg.flush(1_700_000_000.0, table.targets, table.exporter_names)
-    }
+    ticks = {t["target"]: TrafficTick.model_validate(t) for t in flush(agg, table, 1_700_000_000.0)}
     sip = ticks["sbc-a udp/5060"]
     assert sip.packets == 2 * (1000 + 100 + 2 + 1 + 1)
     assert sip.bytes == 2 * (500_000 + 10_000 + 1000 + 300 + 80)
@@ -203,7 +212,7 @@ def test_aggregation_known_answers(table: TargetTable) -> None:
     icmp = ticks["sbc-a icmp"]
     assert icmp.icmp_packets == 14
     # the 90 s TLS connection is spread over its 90 ticks; everything else was reset
-    (after,) = agg.flush(1_700_000_001.0, table.targets, table.exporter_names)
+    (after,) = flush(agg, table, 1_700_000_001.0)
     assert after["target"] == "sbc-a tcp/5061" and after["flow_records"] == 0
     assert after["packets"] == int(2 * 20 / 90) and after["long_lived_flows"] == 2
 
@@ -226,7 +235,7 @@ def test_long_flow_records_are_spread_over_their_duration(table: TargetTable) ->
     agg.add(f, c.rows, c.targets, exp)
     series = []
     for t in range(70):
-        ticks = {m["target"]: m for m in agg.flush(float(t), table.targets, table.exporter_names)}
+        ticks = {m["target"]: m for m in flush(agg, table, float(t))}
         series.append(ticks.get("gw udp/10000-20000", {}).get("packets", 0))
     assert series[0] == 50 + 10  # one tick's share of the long record, plus the short one
     assert series[1:60] == [50] * 59
@@ -247,7 +256,7 @@ def test_distinct_sources_estimate_at_scale(table: TargetTable) -> None:
     exp = np.zeros(n, dtype=np.int64)
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
-    (raw,) = agg.flush(0.0, table.targets, table.exporter_names)
+    (raw,) = flush(agg, table, 0.0)
     tick = TrafficTick.model_validate(raw)
     assert abs(tick.distinct_sources - truth) / truth < 0.15
     assert len(tick.top_sources) == 10
@@ -265,7 +274,7 @@ def test_ipv6_prefixes_in_top_lists(table: TargetTable) -> None:
     agg = TickAggregator()
     c = table.classify(f, exp)
     agg.add(f, c.rows, c.targets, exp)
-    (raw,) = agg.flush(0.0, table.targets, table.exporter_names)
+    (raw,) = flush(agg, table, 0.0)
     tick = TrafficTick.model_validate(raw)
     assert tick.top_prefixes[0].source == "2001:db8:aaaa:1::/64"
     assert tick.top_prefixes[0].packets == 7

@@ -13,9 +13,10 @@ import pytest
 
 from vghelpers import ethernet_frame
 from voxguard.ingest.service import IngestService
+from voxguard.shared.batches import TrafficColumns, decode_batch
 from voxguard.shared.bus import STREAM_TRAFFIC, Bus
 from voxguard.shared.config import parse_config
-from voxguard.shared.messages import TrafficColumns, TrafficTick, decode_batch
+from voxguard.shared.messages import TrafficTick
 from voxguard.shared.runtime import ServiceContext
 from voxguard.shared.settings import Settings
 

@@ -11,9 +11,10 @@ import orjson
 from voxguard.ingest.decode.flows import addr_to_halves, empty_flows
 from voxguard.ingest.encode.netflow import NetflowV9Encoder
 from voxguard.ingest.service import build
+from voxguard.shared.batches import decode_batch
 from voxguard.shared.bus import STREAM_TRAFFIC, Bus, Delivery
 from voxguard.shared.config import parse_config
-from voxguard.shared.messages import TrafficTick, decode_batch
+from voxguard.shared.messages import TrafficTick
 from voxguard.shared.runtime import ServiceContext
 from voxguard.shared.settings import Settings
 

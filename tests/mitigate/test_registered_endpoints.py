@@ -266,7 +266,7 @@ async def test_per_host_batches_reach_the_learner(tmp_path: Path, bus: Bus, sqli
     """Per-host ticks travel as batches (TrafficBatch): each record is a tick for the learners."""
     import orjson
 
-    from voxguard.shared.messages import ticks_to_batch
+    from voxguard.shared.batches import ticks_to_batch
 
     engine = make_engine(sqlite_url)
     svc = MitigateService(CFG, bus, engine, tmp_path / "var", bgp=parse_bgp({}), consume=True)

@@ -207,6 +207,9 @@ async def bench(n: int, normal: int, attack: int, grace: float, manifest: bool, 
     )
     db = make_engine(f"sqlite:///{tmp}/baseline-{n}.db")
     svc = BaselineService(ctx, engine=eng, db=db, snapshot_interval_s=1e9)
+    # as after a restart: the engine has learned the targets and the service's database lists them
+    svc.store.migrate()
+    svc.store.upsert_targets([{"id": m["target_id"], "name": m["target"]} | m for m in _metas(n)], datetime.now(UTC))
 
     observed: dict[float, list[float]] = {}  # tick_start -> [records, time all seen]
     orig_batch = svc._on_batch

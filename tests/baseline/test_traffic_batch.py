@@ -214,7 +214,7 @@ async def test_consumer_keeps_good_records_of_a_batch_and_terminates_poison(bus:
 def test_bulk_registration_matches_one_by_one() -> None:
     """``register`` (a batch of new hosts at once) gives the rows ``_row`` gives one at a time."""
     cfg = load_config(example_config_path())
-    metas = [
+    metas: list[dict[str, Any]] = [
         {"tier": "media", "name": "media-gw-eu host 10.0.0.1", "component": "media-gw-eu", "host": "10.0.0.1",
          "region": "eu-west", "role": "media"},
         {"tier": "turn", "name": "turn-eu host 10.9.0.1", "component": "turn-eu", "host": "10.9.0.1",

@@ -253,7 +253,15 @@ def test_two_workers_split_targets_and_fail_over(tmp_path: Path, nats_url: str, 
             return next((e for e in events if e.event == "opened" and e.incident.target_id == sbc_id), None)
 
         first = _until("the SIP flood is detected", opened, ATTACK_AT_S + 25 - (time.monotonic() - started), procs)
-        assert "sip_flood" in first.incident.vectors
+
+        def named() -> IncidentEvent | None:
+            # on a loaded machine the flood's ramp can cross the TDoS bar (3x) a tick before the
+            # SIP-flood bar (5x): the same incident then names sip_flood in its next update
+            pump()
+            return next((e for e in events if e.incident.id == first.incident.id and "sip_flood" in
+                         e.incident.vectors), None)  # fmt: skip
+
+        _until("the incident names the SIP flood", named, 10, procs)
         victim = next(w for w in workers if sbc_id in owned_targets(w))
         survivor = next(w for w in workers if w is not victim)
         victim_parts = set(shards(victim)["owned"])

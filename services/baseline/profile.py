@@ -254,7 +254,11 @@ class ProfileBank:
         # short-term level: EWMA of observed and of profile-expected over the same ticks
         prof = self.profile_at(t)
         has = ~np.isnan(prof)
-        b = np.minimum(fdt / self.short_s[:n], np.float32(1.0))[:, None]
+        # the EWMA's weight, raised to 1/k over a new target's first k ticks (a running mean until
+        # the short-term window is full): otherwise its first tick, often a partial second when an
+        # exporter or collector starts, would hold most of the level for a minute
+        warm = fdt / np.maximum(self.learned_s[:n], fdt).astype(np.float32)
+        b = np.minimum(np.maximum(fdt / self.short_s[:n], warm), np.float32(1.0))[:, None]
         sx, se = self.sx[:n], self.se[:n]
         # a metric with neither profile nor short-term level yet (absent from the history) starts at
         # its first observation instead of creeping up from zero

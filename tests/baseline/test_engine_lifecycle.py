@@ -213,6 +213,21 @@ def test_target_appearing_mid_week_starts_learning(learned: DetectionEngine) -> 
     assert learned.open_incidents() == []
 
 
+def test_a_partial_first_tick_does_not_anchor_a_new_targets_level() -> None:
+    """A target first seen in a partial second (an exporter or collector starting mid-tick): by
+    the time detection starts (15 s) its level is what it sends, not a quarter of it, so steady
+    traffic raises no alarm (it once opened SIP flood / TDoS incidents at 4x)."""
+    e = DetectionEngine(CONFIG)
+    t0 = DAY2
+    events = step(e, t0, [tick(t0, mult=0.05)]).events
+    for i in range(1, 40):
+        events += step(e, t0 + i, [tick(t0 + i)]).events
+    assert events == [] and e.open_incidents() == []
+    b = e.baseline(SBC.id)
+    assert b is not None
+    assert 85 < b["metrics"]["packets"]["short_term_rate"] < 115  # steady 100/s
+
+
 def test_attacks_are_not_learned() -> None:
     learned = DetectionEngine(CONFIG, tick_seconds=60)
     fit_flat(learned, MONDAY, 7)

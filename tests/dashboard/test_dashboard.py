@@ -180,7 +180,11 @@ def test_attack_shows_up_and_an_operator_withdraws_its_rule(tmp_path: Path, need
                 connect(page, reader)
 
                 # the flood is listed within seconds of starting, with its vector, ratio and sources
-                row = page.locator("#incidents tbody tr").filter(has=page.locator("td.vectors", has_text="sip_flood"))
+                # the flood's own incident: the simulator attacks the EU SBC (another SBC's incident,
+                # if any, gets no rule for these sources)
+                row = page.locator("#incidents tbody tr", has_text="sbc-eu-1 udp/5060").filter(
+                    has=page.locator("td.vectors", has_text="sip_flood")
+                )
                 row.first.wait_for(timeout=30_000)
                 inc_id = row.first.get_attribute("data-id")
                 inc = api.get(f"/v1/incidents/{inc_id}").json()["incident"]

@@ -341,7 +341,7 @@ class BaselineService:
         known: dict[str, int] | None = getattr(engine, "index", None) if columnar is not None else None
         register = getattr(engine, "register", None)
         path = intake.split(cols, known, can_register=register is not None)
-        new_meta = [cols.meta(i) for i in path.new]
+        new_meta = {i: cols.meta(i) for i in path.new}  # also what the flush registers in the database
         eng_vals, min_vals, live_vals = intake.prepare(cols)
         ticks: list[TrafficTick] = []
         for i in path.objects:
@@ -353,7 +353,7 @@ class BaselineService:
         all_columnar = len(idx) == cols.n
         async with self.lock:
             if new_meta and register is not None:
-                register([m["id"] for m in new_meta], new_meta)
+                register([m["id"] for m in new_meta.values()], list(new_meta.values()))
             if len(idx) and columnar is not None:
                 ids = cols.ids if all_columnar else [cols.ids[i] for i in idx.tolist()]
                 columnar(
@@ -386,7 +386,7 @@ class BaselineService:
         for j, i in enumerate(rows):
             tid = ids[j]
             if tid not in known_t and tid not in new_t:
-                new_t[tid] = cols.meta(i)
+                new_t[tid] = new_meta.get(i) or cols.meta(i)
 
     async def _on_tick(self, tick: TrafficTick, delivery: Delivery | None) -> None:
         async with self.lock:

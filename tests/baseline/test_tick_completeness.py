@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 import orjson
-from test_traffic_batch import T0, host_tick, learned_engine, make_service, wait_for
+from test_traffic_batch import T0, collect_incidents, host_tick, hosts_tick, learned_engine, make_service, wait_for
 
 from voxguard.baseline.completeness import ACTIVE_TICKS, TickCompleteness
 from voxguard.shared.batches import batch_subject, ticks_to_batch
@@ -118,20 +118,12 @@ async def test_a_complete_tick_is_decided_at_once_and_an_incomplete_one_waits(bu
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=5)
     svc = make_service(bus, tmp_path, eng, lambda: dt.datetime.now(dt.UTC))
     got: list[IncidentEvent] = []
-
-    async def on_event(msg: Any) -> None:
-        got.append(IncidentEvent.model_validate_json(msg.data))
-
-    sub = await bus.nc.subscribe(bus.wire_subject("voxguard.incident.v1.>"), cb=on_event)
+    sub = await collect_incidents(bus, got)
     await svc.start()
-    attackers = [f"203.0.113.{i}" for i in range(1, 6)]
     try:
         for s in range(8):
             at = start + dt.timedelta(seconds=s)
-            ticks = [host_tick(i, at=at) for i in range(n)]
-            if s >= 2:
-                ticks[17] = host_tick(17, packets=4000, at=at, sources=attackers)
-            await publish_tick(bus, ticks, manifest=True)
+            await publish_tick(bus, hosts_tick(n, at, flooded=s >= 2), manifest=True)
             await wait_for(lambda: eng.watermark is not None and eng.watermark >= at.timestamp(), 10)  # noqa: B023
         await wait_for(lambda: any(e.event == "opened" for e in got), 10)
         assert svc.stats["early_steps"] >= 6

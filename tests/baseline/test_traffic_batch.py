@@ -185,6 +185,26 @@ async def publish_batch(bus: Bus, data: bytes) -> None:
     await bus.js.publish(bus.wire_subject("voxguard.traffic.v1.media.h"), data)
 
 
+ATTACKERS = [f"203.0.113.{i}" for i in range(1, 6)]
+
+
+def hosts_tick(n: int, at: dt.datetime, *, flooded: bool) -> list[dict[str, Any]]:
+    """One tick of ``n`` per-host media targets; ``flooded``: host 17 floods from ``ATTACKERS``."""
+    ticks = [host_tick(i, at=at) for i in range(n)]
+    if flooded:
+        ticks[17] = host_tick(17, packets=4000, at=at, sources=ATTACKERS)
+    return ticks
+
+
+async def collect_incidents(bus: Bus, got: list[IncidentEvent]) -> Any:
+    """Subscribe to every incident event, appending each to ``got``; returns the subscription."""
+
+    async def on_event(msg: Any) -> None:
+        got.append(IncidentEvent.model_validate_json(msg.data))
+
+    return await bus.nc.subscribe(bus.wire_subject("voxguard.incident.v1.>"), cb=on_event)
+
+
 async def test_consumer_keeps_good_records_of_a_batch_and_terminates_poison(bus: Bus, tmp_path: Any) -> None:
     eng = learned_engine(20)
     svc = make_service(bus, tmp_path, eng, lambda: T0 + dt.timedelta(seconds=1))
@@ -247,20 +267,12 @@ async def test_attack_by_batch_opens_an_incident_with_its_top_sources(bus: Bus, 
     now = [T0]
     svc = make_service(bus, tmp_path, eng, lambda: now[0])
     got: list[IncidentEvent] = []
-
-    async def on_event(msg: Any) -> None:
-        got.append(IncidentEvent.model_validate_json(msg.data))
-
-    sub = await bus.nc.subscribe(bus.wire_subject("voxguard.incident.v1.>"), cb=on_event)
+    sub = await collect_incidents(bus, got)
     await svc.start()
-    attackers = [f"203.0.113.{i}" for i in range(1, 6)]
     try:
         for s in range(12):
             at = T0 + dt.timedelta(seconds=s)
-            ticks = [host_tick(i, at=at) for i in range(n)]
-            if s >= 4:
-                ticks[17] = host_tick(17, packets=4000, at=at, sources=attackers)
-            for _, data, _ in encode_traffic(ticks, 1, 16 * 1024):
+            for _, data, _ in encode_traffic(hosts_tick(n, at, flooded=s >= 4), 1, 16 * 1024):
                 await publish_batch(bus, data)
             want = n * (s + 1)
             await wait_for(lambda: svc.stats["ticks"] >= want)  # noqa: B023
@@ -275,6 +287,6 @@ async def test_attack_by_batch_opens_an_incident_with_its_top_sources(bus: Bus, 
     assert [e.incident.target_id for e in opened] == ["media-h000017"]
     inc = opened[0].incident
     assert inc.host == "198.51.100.18" and inc.tier.value == "media"
-    assert {s.source for s in inc.top_sources} == set(attackers)
+    assert {s.source for s in inc.top_sources} == set(ATTACKERS)
     assert inc.top_prefixes[0].source == "192.0.2.0/24"
     assert eng.stats.malformed == 0 and svc.stats["batches"] >= 12
